@@ -1,0 +1,1 @@
+"""Vendor adapters behind small protocols (see base.py); `registry` picks one per process."""

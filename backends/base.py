@@ -1,0 +1,95 @@
+"""The seam between activities and vendors.
+
+Activities call these protocols; `azureml.py` implements them with azure-ai-ml, `local.py` with
+the offline stack. Every method is idempotent where the orchestrator may re-run it after a crash
+or a retry (submit by deterministic job name, create-if-missing, delete-if-present).
+
+Secrets never cross this seam upward: `score` and `publish_connection` fetch the endpoint key
+themselves, and nothing returned here carries a key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from core.models import (
+    BlobRef,
+    DeploymentSpec,
+    EndpointInfo,
+    FineTuneSpec,
+    JobInfo,
+    ModelRef,
+    ProvisioningState,
+    ScoreResult,
+)
+
+
+@runtime_checkable
+class TrainingBackend(Protocol):
+    def submit_finetune(self, spec: FineTuneSpec) -> str:
+        """Start the fine-tuning job named `spec.job_name`, or return it if it already exists."""
+        ...
+
+    def get_job(self, job_name: str) -> JobInfo: ...
+
+    def cancel_job(self, job_name: str) -> None: ...
+
+    def register_model(self, job_name: str, model_name: str, tags: dict[str, str]) -> ModelRef:
+        """Register (or find) the MLflow model the job produced, with lineage tags."""
+        ...
+
+    def data_uri(self, blob: BlobRef) -> str:
+        """The URI the training service reads `blob` from."""
+        ...
+
+
+@runtime_checkable
+class ServingBackend(Protocol):
+    def get_endpoint(self, name: str) -> EndpointInfo: ...
+
+    def begin_create_endpoint(self, name: str, tags: dict[str, str]) -> None:
+        """Start creating a key-auth endpoint if it does not exist; return at once."""
+        ...
+
+    def begin_create_deployment(self, spec: DeploymentSpec) -> None:
+        """Start creating the deployment (0 % traffic) if it does not exist; return at once."""
+        ...
+
+    def get_deployment_state(self, endpoint: str, deployment: str) -> ProvisioningState: ...
+
+    def score(self, endpoint: str, deployment: str | None, payload: dict[str, object]) -> ScoreResult:
+        """POST `payload` to the endpoint (pinned to `deployment` if given). Reads the key itself."""
+        ...
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> None: ...
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        """Delete the deployment; no error if it is already gone."""
+        ...
+
+
+@runtime_checkable
+class ConnectionStore(Protocol):
+    def publish_connection(self, name: str, endpoint: str) -> str:
+        """Create/update the Prompt flow custom connection `name` with configs.endpoint = the
+        endpoint's scoring URI and secrets.key = its primary key (read here, never returned).
+        Returns the scoring URI written."""
+        ...
+
+
+@runtime_checkable
+class DatasetStore(Protocol):
+    """The datasets container (Azure Storage, or Azurite offline)."""
+
+    def describe(self, blob: BlobRef) -> BlobRef:
+        """Return `blob` with its current etag and URL; raises FileNotFoundError if missing."""
+        ...
+
+    def download(self, blob: BlobRef, dest: Path) -> None:
+        """Stream the blob version `blob.etag` (if set) to `dest`; raises if it changed."""
+        ...
+
+    def upload(self, src: Path, blob: BlobRef) -> BlobRef:
+        """Upload `src` to `blob` (overwrite); return it with the new etag."""
+        ...

@@ -1,0 +1,1 @@
+"""Domain rules of the pipeline: models, settings, naming, validation. Imports nothing from azure."""

@@ -1,0 +1,277 @@
+"""Data that crosses function boundaries (orchestrator input, activity inputs/outputs, status).
+
+Everything here is plain, JSON-serialisable and free of secrets: these objects end up in the
+durable history, the custom status and the run output.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BlobRef(Frozen):
+    """A specific version of a blob in the datasets storage account."""
+
+    container: str
+    name: str
+    etag: str | None = None
+    url: str | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{self.container}/{self.name}"
+
+
+class Hyperparameters(Frozen):
+    """Fine-tuning hyperparameters (the seed's "Advanced settings")."""
+
+    learning_rate: float = Field(default=0.00002, gt=0, le=1)
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+    ] = "linear"
+    num_train_epochs: int = Field(default=1, ge=1, le=100)
+    per_device_train_batch_size: int = Field(default=1, ge=1, le=256)
+
+    def as_strings(self) -> dict[str, str]:
+        """Azure ML's fine-tuning API takes every hyperparameter as a string."""
+        return {k: str(v) for k, v in self.model_dump().items()}
+
+
+class ModelOverrides(Frozen):
+    name: str | None = None
+    version: str | None = None
+    registry: str | None = None
+
+
+class EndpointOverrides(Frozen):
+    name: str | None = Field(default=None, pattern=r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$")
+    instance_type: str | None = None
+    instance_count: int | None = Field(default=None, ge=1, le=20)
+    connection_name: str | None = None
+
+
+class Overrides(Frozen):
+    """What a caller may change for one run (`POST /api/runs` body field `overrides`)."""
+
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    model: ModelOverrides = Field(default_factory=ModelOverrides)
+    endpoint: EndpointOverrides = Field(default_factory=EndpointOverrides)
+    training_instance_type: str | None = None
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _known_hyperparameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Validate eagerly so the caller gets a 400 naming the field, not a failed run.
+        Hyperparameters.model_validate(value)
+        return value
+
+
+class PollPolicy(Frozen):
+    """Durable-timer polling with exponential backoff, bounded by a deadline."""
+
+    first_interval_s: int = Field(ge=1)
+    max_interval_s: int = Field(ge=1)
+    backoff: float = Field(ge=1.0)
+    deadline_s: int = Field(ge=1)
+
+    def next_interval(self, current_s: int) -> int:
+        return min(self.max_interval_s, max(1, round(current_s * self.backoff)))
+
+
+class RunConfig(Frozen):
+    """Everything the orchestrator needs, resolved from Settings + overrides at start time.
+
+    Frozen into the orchestration input so replays never read the environment.
+    """
+
+    base_model_name: str
+    base_model_version: str | None
+    model_registry: str
+    task: str = "ChatCompletion"
+    hyperparameters: Hyperparameters
+    training_instance_type: str
+    output_model_prefix: str
+    endpoint_name: str
+    serving_instance_type: str
+    serving_instance_count: int
+    connection_name: str
+    job_poll: PollPolicy
+    deploy_poll: PollPolicy
+    monitor_polls_per_generation: int = Field(ge=1)
+    validation_fraction: float = Field(gt=0, lt=1)
+    split_seed: int
+    max_tokens: int = Field(ge=16)
+    max_errors: int = Field(ge=1)
+    smoke_test_prompt: str
+    activity_retry_attempts: int = Field(ge=1)
+    activity_retry_first_interval_ms: int = Field(ge=1)
+
+
+class RunRequest(Frozen):
+    """The orchestration input as the starter builds it."""
+
+    dataset: BlobRef
+    validation: BlobRef | None = None
+    config: RunConfig
+    source: Literal["blob", "http"]
+
+
+class ValidationIssue(Frozen):
+    line: int  # 1-based; 0 means "the file as a whole"
+    field: str  # JSON path-ish: "messages[2].role", "" for the whole line
+    message: str
+    file: str = ""
+
+
+class TokenStats(Frozen):
+    total: int = 0
+    p50: int = 0
+    p95: int = 0
+    max: int = 0
+    max_line: int = 0
+
+
+class ValidationReport(Frozen):
+    """What the validator found in one file. Never raised: travels as data."""
+
+    file: str
+    ok: bool
+    examples: int
+    lines: int
+    error_count: int
+    errors: list[ValidationIssue] = Field(default_factory=list)  # at most `max_errors`
+    warnings: list[ValidationIssue] = Field(default_factory=list)
+    tokens: TokenStats = Field(default_factory=TokenStats)
+    role_counts: dict[str, int] = Field(default_factory=dict)
+    sha256: str = ""
+
+
+class DatasetOutcome(Frozen):
+    """Result of the validate_dataset activity."""
+
+    ok: bool
+    reports: list[ValidationReport]
+    train: BlobRef | None = None
+    validation: BlobRef | None = None
+    train_examples: int = 0
+    validation_examples: int = 0
+
+
+class JobState(StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {JobState.COMPLETED, JobState.FAILED, JobState.CANCELED}
+
+
+class FineTuneSpec(Frozen):
+    job_name: str  # deterministic: resubmitting the same spec never starts a second job
+    base_model_name: str
+    base_model_version: str | None
+    model_registry: str
+    task: str
+    training_data: str  # URI the training service can read
+    validation_data: str
+    hyperparameters: Hyperparameters
+    instance_type: str
+    output_model_prefix: str
+    tags: dict[str, str]
+
+
+class JobInfo(Frozen):
+    name: str
+    state: JobState
+    raw_status: str
+    error: str | None = None
+    studio_url: str | None = None
+
+
+class ModelRef(Frozen):
+    name: str
+    version: str
+
+
+class ProvisioningState(StrEnum):
+    NOT_FOUND = "NotFound"
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+    CANCELED = "Canceled"
+
+    @property
+    def settled(self) -> bool:
+        return self in {
+            ProvisioningState.SUCCEEDED,
+            ProvisioningState.FAILED,
+            ProvisioningState.CANCELED,
+            ProvisioningState.NOT_FOUND,
+        }
+
+
+class EndpointInfo(Frozen):
+    name: str
+    state: ProvisioningState
+    traffic: dict[str, int] = Field(default_factory=dict)
+    deployments: list[str] = Field(default_factory=list)
+    scoring_uri: str | None = None
+
+
+class DeploymentSpec(Frozen):
+    endpoint_name: str
+    deployment_name: str
+    model: ModelRef
+    instance_type: str
+    instance_count: int
+    tags: dict[str, str]
+
+
+class ScoreResult(Frozen):
+    """Outcome of one scoring call. Holds no request headers and no key."""
+
+    ok: bool
+    status_code: int | None = None
+    output: str | None = None
+    error: str | None = None
+    latency_ms: int = 0
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INVALID_DATASET = "invalid_dataset"
+    FAILED = "failed"
+
+
+class RunSummary(Frozen):
+    """The orchestration output. No secrets."""
+
+    status: RunStatus
+    reason: str = ""
+    instance_id: str
+    dataset: BlobRef
+    train_examples: int = 0
+    validation_examples: int = 0
+    job: str | None = None
+    job_state: str | None = None
+    model: ModelRef | None = None
+    endpoint: str | None = None
+    deployment: str | None = None
+    previous_deployment: str | None = None
+    scoring_uri: str | None = None
+    connection: str | None = None
+    validation_errors: list[ValidationIssue] = Field(default_factory=list)
+    durations_s: dict[str, float] = Field(default_factory=dict)

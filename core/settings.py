@@ -1,0 +1,146 @@
+"""One typed view of the app settings (environment / local.settings.json "Values").
+
+Read by starters and activities only (`get_settings()`); orchestrators receive the resolved
+`RunConfig` in their input and never read the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.models import Hyperparameters, Overrides, PollPolicy, RunConfig
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, populate_by_name=True)
+
+    # Which backend the activities use: Azure ML, or the offline stack (devhost).
+    BACKEND: Literal["azureml", "local"] = "azureml"
+
+    # Durable task hub (host.json reads %TASK_HUB_NAME%).
+    TASK_HUB_NAME: str = "phi3finetune"
+
+    # Datasets storage: the blob trigger's `connection` is the prefix "DatasetsStorage"; the app
+    # reads the same setting(s): a connection string (Azurite / local) or identity-based
+    # `DatasetsStorage__blobServiceUri` (+ `__clientId` for a user-assigned identity).
+    DATASETS_CONTAINER: str = "datasets"
+    DatasetsStorage: str | None = Field(default=None, repr=False)
+    DatasetsStorage__blobServiceUri: str | None = None
+    DatasetsStorage__accountName: str | None = None
+    DatasetsStorage__clientId: str | None = None
+
+    # Azure ML workspace used for fine-tuning and serving, and the AI Studio project holding the
+    # Prompt flow connection (defaults to the same workspace).
+    AZURE_SUBSCRIPTION_ID: str | None = None
+    AZURE_RESOURCE_GROUP: str | None = None
+    AZUREML_WORKSPACE: str | None = None
+    AI_PROJECT_NAME: str | None = None
+    # Client id of the user-assigned managed identity (DefaultAzureCredential uses it).
+    AZURE_CLIENT_ID: str | None = None
+    # Optional workspace datastore that points at the datasets container; without it the job
+    # reads the blobs by their https URL.
+    AZUREML_DATASTORE: str | None = None
+
+    # What to fine-tune and how (the seed's choices are the defaults).
+    BASE_MODEL_NAME: str = "Phi-3-mini-4k-instruct"
+    BASE_MODEL_VERSION: str | None = None  # None = latest in the registry
+    MODEL_REGISTRY: str = "azureml"
+    TRAINING_INSTANCE_TYPE: str = "Standard_NC24ads_A100_v4"
+    OUTPUT_MODEL_PREFIX: str = "phi3-mini-ft"
+    LEARNING_RATE: float = 0.00002
+    LR_SCHEDULER_TYPE: str = "linear"
+    NUM_TRAIN_EPOCHS: int = 1
+    BATCH_SIZE: int = 1
+
+    # Where it is served and how Prompt flow finds it.
+    ENDPOINT_NAME: str = "phi3-ft-endpoint"
+    SERVING_INSTANCE_TYPE: str = "Standard_NC6s_v3"
+    SERVING_INSTANCE_COUNT: int = 1
+    CONNECTION_NAME: str = "phi3-finetuned"
+    SMOKE_TEST_PROMPT: str = "Say hello in one short sentence."
+
+    # Polling and deadlines.
+    JOB_POLL_FIRST_S: int = 60
+    JOB_POLL_MAX_S: int = 600
+    JOB_POLL_BACKOFF: float = 1.5
+    JOB_DEADLINE_HOURS: float = 24.0
+    MONITOR_POLLS_PER_GENERATION: int = 20
+    DEPLOY_POLL_FIRST_S: int = 30
+    DEPLOY_POLL_MAX_S: int = 120
+    DEPLOY_TIMEOUT_MINUTES: float = 90.0
+    ACTIVITY_RETRY_ATTEMPTS: int = 4
+    ACTIVITY_RETRY_FIRST_INTERVAL_MS: int = 5000
+
+    # Dataset rules.
+    VALIDATION_FRACTION: float = 0.2
+    SPLIT_SEED: int = 42
+    MAX_TOKENS: int = 4096
+    VALIDATION_MAX_ERRORS: int = 50
+
+    @model_validator(mode="after")
+    def _azure_needs_workspace(self) -> Settings:
+        if self.BACKEND == "azureml":
+            missing = [
+                n
+                for n in ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE")
+                if not getattr(self, n)
+            ]
+            if missing:
+                raise ValueError(f"BACKEND=azureml needs these app settings: {', '.join(missing)}")
+        return self
+
+    @property
+    def project_name(self) -> str | None:
+        return self.AI_PROJECT_NAME or self.AZUREML_WORKSPACE
+
+    def run_config(self, overrides: Overrides | None = None) -> RunConfig:
+        """Resolve settings + per-run overrides into the frozen config an orchestration carries."""
+        o = overrides or Overrides()
+        base = Hyperparameters(
+            learning_rate=self.LEARNING_RATE,
+            lr_scheduler_type=self.LR_SCHEDULER_TYPE,  # type: ignore[arg-type]
+            num_train_epochs=self.NUM_TRAIN_EPOCHS,
+            per_device_train_batch_size=self.BATCH_SIZE,
+        )
+        hyper = Hyperparameters.model_validate(base.model_dump() | o.hyperparameters)
+        return RunConfig(
+            base_model_name=o.model.name or self.BASE_MODEL_NAME,
+            base_model_version=o.model.version or self.BASE_MODEL_VERSION,
+            model_registry=o.model.registry or self.MODEL_REGISTRY,
+            hyperparameters=hyper,
+            training_instance_type=o.training_instance_type or self.TRAINING_INSTANCE_TYPE,
+            output_model_prefix=self.OUTPUT_MODEL_PREFIX,
+            endpoint_name=o.endpoint.name or self.ENDPOINT_NAME,
+            serving_instance_type=o.endpoint.instance_type or self.SERVING_INSTANCE_TYPE,
+            serving_instance_count=o.endpoint.instance_count or self.SERVING_INSTANCE_COUNT,
+            connection_name=o.endpoint.connection_name or self.CONNECTION_NAME,
+            job_poll=PollPolicy(
+                first_interval_s=self.JOB_POLL_FIRST_S,
+                max_interval_s=self.JOB_POLL_MAX_S,
+                backoff=self.JOB_POLL_BACKOFF,
+                deadline_s=round(self.JOB_DEADLINE_HOURS * 3600),
+            ),
+            deploy_poll=PollPolicy(
+                first_interval_s=self.DEPLOY_POLL_FIRST_S,
+                max_interval_s=self.DEPLOY_POLL_MAX_S,
+                backoff=1.5,
+                deadline_s=round(self.DEPLOY_TIMEOUT_MINUTES * 60),
+            ),
+            monitor_polls_per_generation=self.MONITOR_POLLS_PER_GENERATION,
+            validation_fraction=self.VALIDATION_FRACTION,
+            split_seed=self.SPLIT_SEED,
+            max_tokens=self.MAX_TOKENS,
+            max_errors=self.VALIDATION_MAX_ERRORS,
+            smoke_test_prompt=self.SMOKE_TEST_PROMPT,
+            activity_retry_attempts=self.ACTIVITY_RETRY_ATTEMPTS,
+            activity_retry_first_interval_ms=self.ACTIVITY_RETRY_FIRST_INTERVAL_MS,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
