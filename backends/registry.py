@@ -1,0 +1,54 @@
+"""Which backends this process uses: built once from Settings, replaceable in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+
+from backends.base import ConnectionStore, DatasetStore, ServingBackend, TrainingBackend
+from core.settings import get_settings
+
+
+@dataclass(frozen=True)
+class Backends:
+    training: TrainingBackend
+    serving: ServingBackend
+    connections: ConnectionStore
+    datasets: DatasetStore
+
+
+_override: Backends | None = None
+
+
+@lru_cache(maxsize=1)
+def _from_settings() -> Backends:
+    settings = get_settings()
+    from backends.blob_store import BlobDatasetStore
+
+    datasets = BlobDatasetStore.from_settings(settings)
+    if settings.BACKEND == "azureml":
+        from backends import azureml
+
+        aml = azureml.build(settings)
+        return Backends(training=aml, serving=aml, connections=aml, datasets=datasets)
+    from backends import local  # the offline stack (devhost); heavy imports stay out of Azure
+
+    offline = local.build(settings)
+    return Backends(training=offline, serving=offline, connections=offline, datasets=datasets)
+
+
+def current() -> Backends:
+    return _override if _override is not None else _from_settings()
+
+
+@contextmanager
+def use(backends: Backends) -> Iterator[Backends]:
+    """Route activities to `backends` for the duration of the block (tests, devhost)."""
+    global _override
+    previous, _override = _override, backends
+    try:
+        yield backends
+    finally:
+        _override = previous

@@ -1,0 +1,87 @@
+"""Deterministic names: instance ids, job names, split/report blob names, blue/green deployments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+
+from core.models import BlobRef, Overrides
+
+# Blob path segments the pipeline writes under; the blob trigger ignores anything below them.
+SPLITS_DIR = "_splits"
+REPORTS_DIR = "reports"
+PIPELINE_DIRS = frozenset({SPLITS_DIR, REPORTS_DIR})
+DATASET_SUFFIX = ".jsonl"
+APP_TAG = "phi3-finetune-pipeline"
+
+
+def instance_id(
+    dataset: BlobRef, validation: BlobRef | None = None, overrides: Overrides | None = None
+) -> str:
+    """`ft-` + 16 hex chars of sha256 over what defines a run.
+
+    The same blob version (container/name@etag), with the same validation file and overrides,
+    always gives the same id, so a duplicate event or a repeated POST never starts a second run;
+    a new upload has a new ETag and so a new id.
+    """
+    if not dataset.etag:
+        raise ValueError(f"{dataset.path}: an ETag is needed to name the run")
+    parts = [f"{dataset.container}/{dataset.name}@{dataset.etag}"]
+    if validation is not None:
+        if not validation.etag:
+            raise ValueError(f"{validation.path}: an ETag is needed to name the run")
+        parts.append(f"validation={validation.container}/{validation.name}@{validation.etag}")
+    if overrides is not None:
+        dumped = overrides.model_dump(mode="json", exclude_defaults=True)
+        if dumped:
+            parts.append("overrides=" + json.dumps(dumped, sort_keys=True, separators=(",", ":")))
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    return f"ft-{digest[:16]}"
+
+
+def is_dataset_blob(name: str) -> bool:
+    """True for user datasets the trigger should start a run for: `*.jsonl`, not pipeline output."""
+    if not name.lower().endswith(DATASET_SUFFIX):
+        return False
+    segments = name.split("/")[:-1]
+    return not any(s in PIPELINE_DIRS for s in segments)
+
+
+def split_blobs(dataset: BlobRef, run_id: str) -> tuple[BlobRef, BlobRef]:
+    """Where the 80/20 split of `dataset` is written: next to it, under `_splits/<run_id>/`."""
+    folder = posixpath.dirname(dataset.name)
+    base = posixpath.join(folder, SPLITS_DIR, run_id) if folder else posixpath.join(SPLITS_DIR, run_id)
+    return (
+        BlobRef(container=dataset.container, name=f"{base}/train.jsonl"),
+        BlobRef(container=dataset.container, name=f"{base}/validation.jsonl"),
+    )
+
+
+def job_name(run_id: str) -> str:
+    """Azure ML job name for a run (unique per workspace, so resubmits find the same job)."""
+    return f"{run_id}-finetune"
+
+
+def pick_deployments(traffic: dict[str, int], run_id: str) -> tuple[str, str | None]:
+    """Blue/green: the new deployment takes the colour the live one does not have.
+
+    Returns (new deployment name, live deployment name or None). Names carry the run id so a
+    retried run reuses its own deployment and never collides with a leftover of another run.
+    Azure limits deployment names to 32 chars: letters, digits and '-'.
+    """
+    live = max((d for d, w in traffic.items() if w > 0), key=lambda d: traffic[d], default=None)
+    colour = "green" if live is not None and live.startswith("blue") else "blue"
+    return f"{colour}-{run_id.removeprefix('ft-')[:12]}", live
+
+
+def lineage_tags(run_id: str, dataset: BlobRef, job: str | None = None) -> dict[str, str]:
+    tags = {
+        "created-by": APP_TAG,
+        "instance-id": run_id,
+        "dataset-blob": dataset.path,
+        "dataset-etag": dataset.etag or "",
+    }
+    if job:
+        tags["job-name"] = job
+    return tags

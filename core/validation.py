@@ -1,0 +1,586 @@
+"""Streaming validator for chat-format JSONL datasets (one conversation per line).
+
+Each non-blank line must be a JSON object shaped like HuggingFaceH4/ultrachat_200k::
+
+    {"prompt": "...", "prompt_id": "...", "messages": [{"role": "user", "content": "..."}, ...]}
+
+Only ``messages`` is required; ``prompt``, ``prompt_id`` and any other top-level or per-message
+fields are allowed silently and not type-checked (they are not used for training). They must
+still be valid JSON and valid UTF-8, because the training service parses the whole line.
+
+Design:
+
+* The file is read in binary, one line at a time, through ``readline(limit)`` on a buffered
+  reader, so memory stays bounded by one line (at most :data:`MAX_LINE_BYTES`) whatever the file
+  size; an over-long line is streamed past in small pieces and never held whole. The SHA-256 of
+  the file's bytes is computed in the same pass.
+* Fast path: a typed :class:`msgspec.json.Decoder` decodes and type-checks a line in one step
+  (roles are a ``Literal``), then one short Python loop checks the conversation rules and
+  estimates tokens.
+* Slow path, only for lines msgspec rejects: the line is decoded again with :mod:`json` and
+  inspected by hand to name the exact field and say what is wrong.
+
+Bad content never raises: it is reported in the returned :class:`ValidationReport`. Only an
+``OSError`` from opening or reading ``path`` propagates.
+
+Rules (E = error, W = warning; line 0 means the file as a whole):
+
+===========================================  ===  =====================================
+case                                         E/W  field
+===========================================  ===  =====================================
+gzip / zip / UTF-16 file                      E   "" (line 0; nothing else is checked)
+0-byte file, or only blank lines              E   "" (line 0, "file is empty")
+fewer than 2 non-blank lines                  E   "" (line 0)
+line longer than 8 MiB                        E   ""
+invalid UTF-8                                 E   ""
+invalid JSON (incl. truncated last line)      E   ""
+NaN / Infinity literals                       E   ""
+line is not an object                         E   ""
+``messages`` missing / not a list / empty     E   "messages"
+message not an object                         E   "messages[i]"
+role / content missing or not a string        E   "messages[i].role" / "messages[i].content"
+role not system/user/assistant                E   "messages[i].role"
+content empty or whitespace only              E   "messages[i].content"
+unpaired UTF-16 surrogate escape              E   path of the string
+system message not at index 0                 E   "messages[i].role"
+same role twice in a row                      E   "messages[i].role" (the second one)
+no user or no assistant message               E   "messages"
+last message not from the assistant           E   "messages"
+estimated tokens > ``max_tokens``             E   "messages"
+blank lines                                   W   "" (first blank line; count)
+UTF-8 BOM at the start of the file            W   "" (line 1)
+CRLF line endings                             W   "" (first CRLF line; count)
+extra fields (top level or in a message)      --  allowed silently
+===========================================  ===  =====================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from core.models import TokenStats, ValidationIssue, ValidationReport
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "MIN_EXAMPLES",
+    "ROLES",
+    "estimate_tokens",
+    "validate_file",
+]
+
+MAX_LINE_BYTES = 8 * 1024 * 1024
+"""Longest accepted line, in bytes, not counting the ``\\n`` / ``\\r\\n`` terminator."""
+
+MIN_EXAMPLES = 2
+"""A dataset needs at least one training and one validation example."""
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+
+# Phi-3 chat template: "<|user|>\n{content}<|end|>\n" per message, "<|endoftext|>" at the end.
+TEMPLATE_TOKENS_PER_MESSAGE = 4
+END_OF_TEXT_TOKENS = 1
+
+_BOM = b"\xef\xbb\xbf"
+_READ_BUFFER = 1 << 20  # buffered reader size
+_SKIP_PIECE = 1 << 20  # read size while streaming past an over-long line
+_READ_LIMIT = MAX_LINE_BYTES + 2  # content + "\r\n"
+_ALLOWED_ROLES = ", ".join(repr(r) for r in ROLES)
+_MSGSPEC_PATH = re.compile(r" - at `\$\.?(.*)`$")
+
+
+class _Message(msgspec.Struct):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class _Line(msgspec.Struct):
+    messages: list[_Message]
+
+
+_DECODER = msgspec.json.Decoder(_Line)
+
+
+def estimate_tokens(messages: Iterable[tuple[str, str]]) -> int:
+    """Conservative estimate (meant as an upper bound) of the Phi-3 tokens of one conversation.
+
+    ``messages`` are ``(role, content)`` pairs. No tokenizer is loaded; the estimate is::
+
+        sum over messages of (4 + ceil(utf8_bytes(content) / 2)) + 1
+
+    * 4 tokens per message for the chat template around the content: the role token
+      (``<|system|>``, ``<|user|>`` or ``<|assistant|>``), ``\\n``, ``<|end|>`` and ``\\n``;
+    * ``ceil(bytes / 2)`` for the content. Phi-3-mini uses the Llama-2 32k SentencePiece BPE
+      vocabulary with byte fallback. Every token covers at least one byte, but nearly all tokens
+      a BPE model emits for ordinary text are merges covering two bytes or more (English averages
+      about 4 bytes per token; a word with its leading space, ``▁the``, is already 4), so half the
+      UTF-8 byte count bounds the token count from above for typical text with a wide margin;
+    * 1 for the final ``<|endoftext|>``.
+
+    It is an estimate, not a proof: single-byte tokens exist. Llama splits numbers into single
+    digits, and characters missing from the vocabulary (rare CJK, emoji, control characters) fall
+    back to one token per UTF-8 byte, so long runs of digits or of rare characters can exceed it.
+    The role strings are not counted (the role token is part of the 4).
+    """
+    total = END_OF_TEXT_TOKENS
+    for _role, content in messages:
+        total += TEMPLATE_TOKENS_PER_MESSAGE + (_utf8_len(content) + 1) // 2
+    return total
+
+
+def _utf8_len(text: str) -> int:
+    # str.isascii() is O(1) in CPython; only non-ASCII text pays for an encode.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class _Collector:
+    """Keeps the first `max_errors` errors and counts all of them."""
+
+    __slots__ = ("count", "errors", "file", "max_errors")
+
+    def __init__(self, file: str, max_errors: int) -> None:
+        self.file = file
+        self.max_errors = max_errors
+        self.errors: list[ValidationIssue] = []
+        self.count = 0
+
+    def add(self, line: int, field: str, message: str) -> None:
+        self.count += 1
+        if len(self.errors) < self.max_errors:
+            self.errors.append(ValidationIssue(line=line, field=field, message=message, file=self.file))
+
+
+def validate_file(
+    path: Path,
+    *,
+    display_name: str | None = None,
+    max_tokens: int = 4096,
+    max_errors: int = 50,
+) -> ValidationReport:
+    """Check one chat JSONL file and return a report; never raises for bad content.
+
+    ``display_name`` (default: the file name) goes into the report and every issue.
+    ``max_tokens`` is the per-conversation limit for :func:`estimate_tokens`; ``max_errors``
+    caps the number of issues kept in ``errors`` while ``error_count`` counts all of them.
+
+    Raises:
+        OSError: ``path`` cannot be opened or read (missing, a directory, no permission...).
+    """
+    name = display_name if display_name is not None else path.name
+    errs = _Collector(name, max_errors)
+    add = errs.add
+    warnings: list[ValidationIssue] = []
+    hasher = hashlib.sha256()
+    update = hasher.update
+    decode = _DECODER.decode
+
+    lineno = 0
+    examples = 0
+    blank_count = first_blank = 0
+    crlf_count = first_crlf = 0
+    nonblank = 0
+    token_counts: list[int] = []
+    tok_max = tok_max_line = 0
+    n_system = n_user = n_assistant = 0
+
+    with open(path, "rb", buffering=_READ_BUFFER) as f:
+        readline = f.readline
+        first = readline(_READ_LIMIT)
+        update(first)
+        fatal = _sniff_format(first)
+        if fatal is not None:
+            for piece in iter(partial(f.read, _READ_BUFFER), b""):
+                update(piece)
+            add(0, "", fatal)
+            return _report(name, errs, warnings, 0, 0, hasher.hexdigest())
+        if first.startswith(_BOM):
+            warnings.append(
+                ValidationIssue(
+                    line=1,
+                    field="",
+                    message="file starts with a UTF-8 byte-order mark (BOM); ignored",
+                    file=name,
+                )
+            )
+
+        line = first
+        while line:
+            lineno += 1
+            if lineno > 1:
+                update(line)
+            elif line.startswith(_BOM):
+                line = line[3:]
+                if not line:  # BOM alone at the end of the file
+                    break
+
+            if len(line) > MAX_LINE_BYTES:
+                size = _content_len(line)
+                if not line.endswith(b"\n"):  # not finished: stream past the rest
+                    size += _skip_rest(readline, update, line.endswith(b"\r"))
+                if size > MAX_LINE_BYTES:
+                    nonblank += 1
+                    add(lineno, "", f"line is {size} bytes; limit 8 MiB")
+                    line = readline(_READ_LIMIT)
+                    continue
+
+            if line.isspace():
+                blank_count += 1
+                if not first_blank:
+                    first_blank = lineno
+                line = readline(_READ_LIMIT)
+                continue
+            nonblank += 1
+            if line.endswith(b"\r\n"):
+                crlf_count += 1
+                if not first_crlf:
+                    first_crlf = lineno
+
+            try:
+                if not line.isascii():
+                    line.decode()  # msgspec does not validate UTF-8 in fields it skips
+                record = decode(line)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+                for field, message in _diagnose(line, exc):
+                    add(lineno, field, message)
+                line = readline(_READ_LIMIT)
+                continue
+
+            problems, tokens, counts = _check_conversation(record.messages, max_tokens)
+            if problems:
+                for field, message in problems:
+                    add(lineno, field, message)
+            else:
+                examples += 1
+                token_counts.append(tokens)
+                if tokens > tok_max:
+                    tok_max, tok_max_line = tokens, lineno
+                n_system += counts[0]
+                n_user += counts[1]
+                n_assistant += counts[2]
+            line = readline(_READ_LIMIT)
+
+    if blank_count:
+        warnings.append(
+            ValidationIssue(
+                line=first_blank,
+                field="",
+                message=f"{blank_count} blank line(s) skipped (first at line {first_blank})",
+                file=name,
+            )
+        )
+    if crlf_count:
+        warnings.append(
+            ValidationIssue(
+                line=first_crlf,
+                field="",
+                message=(
+                    f"{crlf_count} line(s) end with CRLF (\\r\\n), first at line {first_crlf}; "
+                    "tolerated, the split files use LF"
+                ),
+                file=name,
+            )
+        )
+    if nonblank == 0:
+        add(0, "", "file is empty")
+    elif nonblank < MIN_EXAMPLES:
+        add(
+            0,
+            "",
+            f"file has {nonblank} example; need at least {MIN_EXAMPLES} to split train/validation",
+        )
+
+    report = _report(name, errs, warnings, lineno, examples, hasher.hexdigest())
+    return report.model_copy(
+        update={
+            "tokens": _token_stats(token_counts, tok_max, tok_max_line),
+            "role_counts": {"system": n_system, "user": n_user, "assistant": n_assistant},
+        }
+    )
+
+
+def _report(
+    name: str,
+    errs: _Collector,
+    warnings: list[ValidationIssue],
+    lines: int,
+    examples: int,
+    sha256: str,
+) -> ValidationReport:
+    return ValidationReport(
+        file=name,
+        ok=errs.count == 0,
+        examples=examples,
+        lines=lines,
+        error_count=errs.count,
+        errors=errs.errors,
+        warnings=warnings,
+        sha256=sha256,
+    )
+
+
+def _sniff_format(first: bytes) -> str | None:
+    """A message for files that are not text JSONL at all, judged from the first bytes."""
+    if first.startswith(b"\x1f\x8b"):
+        return "file is gzip-compressed; upload the uncompressed .jsonl"
+    if first.startswith(b"PK\x03\x04"):
+        return "file is a zip archive; upload the uncompressed .jsonl"
+    if first.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "file is UTF-16 encoded; save it as UTF-8"
+    return None
+
+
+def _content_len(line: bytes) -> int:
+    """Length of a line without its "\\n" or "\\r\\n" terminator."""
+    if line.endswith(b"\r\n"):
+        return len(line) - 2
+    if line.endswith(b"\n"):
+        return len(line) - 1
+    return len(line)
+
+
+def _skip_rest(
+    readline: Callable[[int], bytes], update: Callable[[bytes], None], pending_cr: bool
+) -> int:
+    """Read past the rest of an over-long line in bounded pieces and return the length it adds.
+
+    `pending_cr`: the bytes already read end with "\r" (which a following "\n" makes a terminator).
+    """
+    size = 0
+    prev_cr = pending_cr
+    while True:
+        piece = readline(_SKIP_PIECE)
+        if not piece:
+            return size
+        update(piece)
+        if piece.endswith(b"\n"):
+            size += len(piece) - 1
+            if len(piece) >= 2 and piece[-2:-1] == b"\r":
+                size -= 1
+            elif len(piece) == 1 and prev_cr:
+                size -= 1  # the "\r" of a "\r\n" split across two pieces
+            return size
+        size += len(piece)
+        prev_cr = piece.endswith(b"\r")
+
+
+def _check_conversation(
+    messages: list[_Message], max_tokens: int
+) -> tuple[list[tuple[str, str]] | None, int, tuple[int, int, int]]:
+    """Conversation rules on a type-checked line: (problems or None, estimated tokens, role counts)."""
+    if not messages:
+        return [("messages", "'messages' is empty; need at least one user and one assistant message")], 0, (
+            0,
+            0,
+            0,
+        )
+    problems: list[tuple[str, str]] | None = None
+    tokens = END_OF_TEXT_TOKENS
+    n_system = n_user = n_assistant = 0
+    prev = ""
+    for i, message in enumerate(messages):
+        role = message.role
+        content = message.content
+        if not content or content.isspace():
+            problems = problems or []
+            what = "empty" if not content else "whitespace only"
+            problems.append((f"messages[{i}].content", f"{role} message content is {what}"))
+        tokens += TEMPLATE_TOKENS_PER_MESSAGE + (
+            (len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass"))) + 1
+        ) // 2
+        if role == "system":
+            n_system += 1
+            if i:
+                problems = problems or []
+                problems.append(
+                    (f"messages[{i}].role", "a system message is allowed only as the first message")
+                )
+        else:
+            if role == prev:
+                problems = problems or []
+                problems.append(
+                    (
+                        f"messages[{i}].role",
+                        f"two '{role}' messages in a row (messages[{i - 1}] and messages[{i}]); "
+                        "user and assistant must alternate",
+                    )
+                )
+            if role == "user":
+                n_user += 1
+            else:
+                n_assistant += 1
+        prev = role
+    if not (n_user and n_assistant):
+        missing = " and ".join(r for r, n in (("user", n_user), ("assistant", n_assistant)) if not n)
+        problems = problems or []
+        problems.append(
+            ("messages", f"no {missing} message; need at least one user and one assistant message")
+        )
+    elif prev != "assistant":
+        problems = problems or []
+        problems.append(("messages", f"conversation must end with an assistant message; the last is '{prev}'"))
+    if tokens > max_tokens:
+        problems = problems or []
+        problems.append(
+            (
+                "messages",
+                f"conversation is about {tokens} tokens (conservative estimate); limit is {max_tokens}",
+            )
+        )
+    return problems, tokens, (n_system, n_user, n_assistant)
+
+
+# --- slow path: say precisely what is wrong with a line msgspec rejected -----------------------
+
+
+class _NonStandardConstant(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonStandardConstant(name)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _diagnose(line: bytes, exc: BaseException) -> list[tuple[str, str]]:
+    """Re-read one rejected line with the standard library and name every problem found."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return [("", f"invalid UTF-8 at byte {err.start + 1} of the line ({err.reason})")]
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except _NonStandardConstant as err:
+        column = text.find(err.name) + 1
+        where = f" at column {column}" if column else ""
+        return [("", f"invalid JSON: {err.name} is not valid JSON (use null or a number){where}")]
+    except json.JSONDecodeError as err:
+        message = f"invalid JSON: {err.msg.removesuffix(' at')} at column {err.colno}"
+        body = text.rstrip("\r\n")
+        if err.pos >= len(body.rstrip()) or err.msg.startswith("Unterminated string"):
+            message += "; the line ends too early (truncated?)"
+            if not text.endswith("\n"):
+                message += " — it is the last line and has no newline, so the upload may be cut off"
+        return [("", message)]
+    except RecursionError:
+        return [("", "invalid JSON: nested too deeply")]
+
+    problems = _structure_problems(obj)
+    if problems:
+        return problems
+    where = _find_surrogate(obj, "")
+    if where is not None:
+        return [(where, "string contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff); not valid Unicode")]
+    # json accepted what msgspec rejected for a reason not covered above: report msgspec's words.
+    detail = str(exc)
+    match = _MSGSPEC_PATH.search(detail)
+    field = match.group(1) if match else ""
+    if match:
+        detail = detail[: match.start()]
+    if isinstance(exc, RecursionError):
+        detail = "nested too deeply"
+    return [(field, f"invalid line: {detail}")]
+
+
+def _structure_problems(obj: object) -> list[tuple[str, str]]:
+    if not isinstance(obj, dict):
+        return [("", f"line must be a JSON object, got {_json_type(obj)}")]
+    if "messages" not in obj:
+        return [("messages", "missing required field 'messages'")]
+    messages = obj["messages"]
+    if not isinstance(messages, list):
+        return [("messages", f"'messages' must be a list of messages, got {_json_type(messages)}")]
+    if not messages:
+        return [("messages", "'messages' is empty; need at least one user and one assistant message")]
+    problems: list[tuple[str, str]] = []
+    for i, message in enumerate(messages):
+        at = f"messages[{i}]"
+        if not isinstance(message, dict):
+            problems.append(
+                (at, f"message must be an object with 'role' and 'content', got {_json_type(message)}")
+            )
+            continue
+        if "role" not in message:
+            problems.append((f"{at}.role", "missing required field 'role'"))
+        else:
+            role = message["role"]
+            if not isinstance(role, str):
+                problems.append((f"{at}.role", f"'role' must be a string, got {_json_type(role)}"))
+            elif role not in ROLES:
+                problems.append((f"{at}.role", f"role must be one of {_ALLOWED_ROLES}; got {role!r}"))
+        if "content" not in message:
+            problems.append((f"{at}.content", "missing required field 'content'"))
+        else:
+            content = message["content"]
+            if not isinstance(content, str):
+                problems.append((f"{at}.content", f"'content' must be a string, got {_json_type(content)}"))
+            elif not content or content.isspace():
+                what = "empty" if not content else "whitespace only"
+                role = message.get("role")
+                who = f"{role} message" if isinstance(role, str) and role in ROLES else "message"
+                problems.append((f"{at}.content", f"{who} content is {what}"))
+    return problems
+
+
+def _find_surrogate(value: object, path: str) -> str | None:
+    """Path of the first string (or key) holding a lone surrogate, or None."""
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                child_path = f"{where}.{key}" if where else str(key)
+                if _find_surrogate(key, "") is not None:
+                    return where
+                stack.append((child, child_path))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in reversed(list(enumerate(item))))
+    return None
+
+
+def _percentile(ordered: list[int], pct: int) -> int:
+    """Nearest-rank percentile of a sorted, non-empty list: the smallest value with at least
+    `pct` % of the values at or below it."""
+    rank = -(-pct * len(ordered) // 100)  # ceil(pct * n / 100), exact in integers
+    return ordered[max(rank, 1) - 1]
+
+
+def _token_stats(counts: list[int], tok_max: int, tok_max_line: int) -> TokenStats:
+    if not counts:
+        return TokenStats()
+    counts.sort()
+    return TokenStats(
+        total=sum(counts),
+        p50=_percentile(counts, 50),
+        p95=_percentile(counts, 95),
+        max=tok_max,
+        max_line=tok_max_line,
+    )

@@ -1,0 +1,1 @@
+"""Durable orchestrators: control flow only."""

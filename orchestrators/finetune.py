@@ -1,0 +1,389 @@
+"""The fine-tune orchestration: pure, deterministic control flow (DESIGN §1).
+
+validate → submit → monitor (durable timers, backoff, deadline; continue-as-new keeps history
+bounded) → register → endpoint → new deployment at 0 % → smoke test → 100 % → delete old
+deployment → Prompt flow connection → RunSummary.
+
+No I/O, no clock, no environment here: time is `context.current_utc_datetime`, configuration
+arrives frozen in the input, every side effect is an activity. Domain outcomes (invalid data, a
+failed job, a failed smoke test) end the run with a summary; transient faults are retried by
+`call_activity_with_retry` and, once retries are exhausted, end the run as failed after the
+cleanup the step needs (cancel the job, delete the new deployment, restore traffic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from datetime import datetime, timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from core.models import (
+    DatasetOutcome,
+    DeploymentSpec,
+    EndpointInfo,
+    JobInfo,
+    JobState,
+    ModelRef,
+    PollPolicy,
+    ProvisioningState,
+    RunStatus,
+    RunSummary,
+    ScoreResult,
+)
+from core.names import ORCHESTRATOR, Activity
+from core.naming import job_name, lineage_tags, pick_deployments
+from orchestrators.state import Progress, RunInput
+
+bp = df.Blueprint()
+
+Step = Generator[Any, Any, Any]
+MAX_REPORTED_ERRORS = 20
+
+
+class StepFailed(Exception):
+    """A step ended in a domain failure; the message is the run's reason."""
+
+
+class FinetuneRun:
+    def __init__(self, context: df.DurableOrchestrationContext, run: RunInput) -> None:
+        self.ctx = context
+        self.request = run.request
+        self.cfg = run.request.config
+        self.run_id = context.instance_id
+        self.progress = run.progress or Progress(started_at=self.now.isoformat())
+        self.retry = df.RetryOptions(
+            first_retry_interval_in_milliseconds=self.cfg.activity_retry_first_interval_ms,
+            max_number_of_attempts=self.cfg.activity_retry_attempts,
+        )
+        self._step_started: datetime = self.now
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> datetime:
+        return self.ctx.current_utc_datetime
+
+    def call(self, activity: Activity, payload: Any) -> Any:
+        return self.ctx.call_activity_with_retry(str(activity), self.retry, payload)
+
+    def elapsed_since(self, iso: str) -> float:
+        return (self.now - datetime.fromisoformat(iso)).total_seconds()
+
+    def status(self, step: str, **extra: Any) -> None:
+        """Custom status, set at every step: what a person watching the run wants to see."""
+        p = self.progress
+        body: dict[str, Any] = {
+            "step": step,
+            "dataset": self.request.dataset.path,
+            "job": p.job,
+            "job_status": p.job_status,
+            "elapsed_s": round(self.elapsed_since(p.started_at)),
+        }
+        body.update({k: v for k, v in extra.items() if v is not None})
+        self.ctx.set_custom_status(body)
+
+    def begin(self, step: str, **extra: Any) -> None:
+        self._step_started = self.now
+        self.status(step, **extra)
+
+    def end(self, step: str) -> None:
+        self.progress.durations_s[step] = round((self.now - self._step_started).total_seconds(), 3)
+
+    def summary(self, status: RunStatus, reason: str = "", **fields: Any) -> dict[str, Any]:
+        p = self.progress
+        result = RunSummary(
+            status=status,
+            reason=reason,
+            instance_id=self.run_id,
+            dataset=self.request.dataset,
+            train_examples=p.train_examples,
+            validation_examples=p.validation_examples,
+            job=p.job,
+            job_state=p.job_status,
+            durations_s=dict(p.durations_s),
+            **fields,
+        )
+        self.status(status.value, reason=reason or None)
+        return result.model_dump(mode="json")
+
+    def wait(self, seconds: int) -> Any:
+        return self.ctx.create_timer(self.now + timedelta(seconds=seconds))
+
+    def poll(
+        self, activity: Activity, payload: Any, policy: PollPolicy, settled: Callable[[Any], bool], step: str
+    ) -> Step:
+        """Call `activity` until `settled(result)` or the policy's deadline; return the last result."""
+        started, interval = self.now, policy.first_interval_s
+        while True:
+            result = yield self.call(activity, payload)
+            if settled(result):
+                return result
+            waited = (self.now - started).total_seconds()
+            if waited >= policy.deadline_s:
+                raise StepFailed(
+                    f"{step}: still not ready after {round(waited)} s (limit {policy.deadline_s} s)"
+                )
+            self.status(step, waiting_s=round(waited))
+            yield self.wait(min(interval, policy.deadline_s - int(waited)))
+            interval = policy.next_interval(interval)
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> Step:
+        p = self.progress
+        if p.job is None:
+            try:
+                outcome = yield from self.validate()
+            except Exception as exc:  # retries exhausted: storage unreachable, not bad data
+                return self.summary(RunStatus.FAILED, f"validating the dataset failed: {exc}")
+            if not outcome.ok:
+                return self.invalid(outcome)
+            try:
+                yield from self.submit()
+            except Exception as exc:
+                # The job may exist even though the call failed (lost response): cancel it by its
+                # deterministic name so no GPU job runs unwatched.
+                p.job = job_name(self.run_id)
+                yield from self.cancel_job_quietly()
+                return self.summary(RunStatus.FAILED, f"submitting the fine-tuning job failed: {exc}")
+        job = yield from self.monitor()
+        if job is None:  # continued as new
+            return None
+        if job.state is not JobState.COMPLETED:
+            detail = f": {job.error}" if job.error else ""
+            return self.summary(
+                RunStatus.FAILED, f"fine-tuning job {job.name} ended {job.raw_status}{detail}"
+            )
+        try:
+            model = yield from self.register()
+        except Exception as exc:  # retries exhausted
+            return self.summary(RunStatus.FAILED, f"registering the model failed: {exc}")
+        return (yield from self.deploy(model))
+
+    def validate(self) -> Step:
+        self.begin("validating")
+        payload = {
+            "instance_id": self.run_id,
+            "dataset": self.request.dataset.model_dump(mode="json"),
+            "validation": self.request.validation.model_dump(mode="json")
+            if self.request.validation
+            else None,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+        outcome = DatasetOutcome.model_validate((yield self.call(Activity.VALIDATE_DATASET, payload)))
+        self.end("validate")
+        p = self.progress
+        p.train_examples, p.validation_examples = outcome.train_examples, outcome.validation_examples
+        p.train, p.validation = outcome.train, outcome.validation
+        return outcome
+
+    def invalid(self, outcome: DatasetOutcome) -> dict[str, Any]:
+        errors = [e for r in outcome.reports for e in r.errors][:MAX_REPORTED_ERRORS]
+        total = sum(r.error_count for r in outcome.reports)
+        first = errors[0] if errors else None
+        where = f"{first.file}:{first.line} {first.field}: {first.message}" if first else "no examples"
+        reason = f"dataset failed validation ({total} error(s)); first: {where}"
+        return self.summary(RunStatus.INVALID_DATASET, reason, validation_errors=errors)
+
+    def submit(self) -> Step:
+        self.begin("submitting")
+        p = self.progress
+        payload = {
+            "instance_id": self.run_id,
+            "dataset": self.request.dataset.model_dump(mode="json"),
+            "train": p.train.model_dump(mode="json") if p.train else None,
+            "validation": p.validation.model_dump(mode="json") if p.validation else None,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+        p.job = yield self.call(Activity.SUBMIT_FINETUNE, payload)
+        p.submitted_at = self.now.isoformat()
+        p.next_poll_s = self.cfg.job_poll.first_interval_s
+        self.end("submit")
+
+    def monitor(self) -> Step:
+        """Poll the job with backoff until it ends or the deadline passes.
+
+        After `monitor_polls_per_generation` polls the orchestration continues as new with its
+        progress, so the history of any one generation stays small however long training runs.
+        """
+        p, policy = self.progress, self.cfg.job_poll
+        assert p.job is not None and p.submitted_at is not None
+        polls_here = 0
+        while True:
+            try:
+                job = JobInfo.model_validate((yield self.call(Activity.GET_JOB_STATUS, {"job": p.job})))
+            except Exception as exc:  # retries exhausted: do not leave a GPU job unwatched
+                yield from self.cancel_job_quietly()
+                return JobInfo(name=p.job, state=JobState.FAILED, raw_status="Unknown", error=str(exc))
+            p.job_status, p.polls = job.raw_status, p.polls + 1
+            elapsed = self.elapsed_since(p.submitted_at)
+            p.durations_s["train"] = round(elapsed, 3)
+            if job.state.terminal:
+                self.status("training", studio_url=job.studio_url)
+                return job
+            if elapsed >= policy.deadline_s:
+                yield from self.cancel_job_quietly()
+                hours = policy.deadline_s / 3600
+                return JobInfo(
+                    name=p.job,
+                    state=JobState.CANCELED,
+                    raw_status="DeadlineExceeded",
+                    error=f"deadline of {hours:g} h passed; the job was canceled",
+                )
+            wait_s = min(p.next_poll_s, max(1, policy.deadline_s - int(elapsed)))
+            next_at = self.now + timedelta(seconds=wait_s)
+            self.status("training", studio_url=job.studio_url, next_poll_at=next_at.isoformat())
+            yield self.ctx.create_timer(next_at)
+            p.next_poll_s = policy.next_interval(p.next_poll_s)
+            polls_here += 1
+            if polls_here >= self.cfg.monitor_polls_per_generation:
+                p.generation += 1
+                self.ctx.continue_as_new(RunInput(request=self.request, progress=p).model_dump(mode="json"))
+                return None
+
+    def cancel_job_quietly(self) -> Step:
+        try:
+            yield self.call(Activity.CANCEL_JOB, {"job": self.progress.job})
+        except Exception:  # best effort; the failure reason is already being reported
+            return
+
+    def register(self) -> Step:
+        self.begin("registering")
+        p = self.progress
+        payload = {
+            "job": p.job,
+            "model_name": self.cfg.output_model_prefix,
+            "tags": lineage_tags(self.run_id, self.request.dataset, p.job),
+        }
+        model = ModelRef.model_validate((yield self.call(Activity.REGISTER_MODEL, payload)))
+        self.end("register")
+        return model
+
+    def deploy(self, model: ModelRef) -> Step:
+        cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
+        tags = lineage_tags(self.run_id, self.request.dataset, self.progress.job)
+        self.begin("deploying", endpoint=endpoint_name)
+        try:
+            endpoint = EndpointInfo.model_validate(
+                (yield self.call(Activity.ENSURE_ENDPOINT, {"name": endpoint_name, "tags": tags}))
+            )
+            if not endpoint.state.settled:
+                endpoint = EndpointInfo.model_validate(
+                    (
+                        yield from self.poll(
+                            Activity.GET_ENDPOINT,
+                            {"name": endpoint_name},
+                            cfg.deploy_poll,
+                            lambda r: ProvisioningState(r["state"]).settled,
+                            "creating endpoint",
+                        )
+                    )
+                )
+            if endpoint.state is not ProvisioningState.SUCCEEDED:
+                raise StepFailed(f"endpoint {endpoint_name} is {endpoint.state.value}")
+        except Exception as exc:
+            return self.summary(RunStatus.FAILED, f"endpoint: {exc}", model=model, endpoint=endpoint_name)
+
+        new, live = pick_deployments(endpoint.traffic, self.run_id)
+        fields: dict[str, Any] = {"model": model, "endpoint": endpoint_name, "deployment": new}
+        traffic_touched = False
+        try:
+            spec = DeploymentSpec(
+                endpoint_name=endpoint_name,
+                deployment_name=new,
+                model=model,
+                instance_type=cfg.serving_instance_type,
+                instance_count=cfg.serving_instance_count,
+                tags=tags,
+            )
+            self.status("deploying", endpoint=endpoint_name, deployment=new)
+            yield self.call(Activity.CREATE_DEPLOYMENT, spec.model_dump(mode="json"))
+            state = ProvisioningState(
+                (
+                    yield from self.poll(
+                        Activity.GET_DEPLOYMENT_STATE,
+                        {"endpoint": endpoint_name, "deployment": new},
+                        cfg.deploy_poll,
+                        lambda r: ProvisioningState(r).settled,
+                        "creating deployment",
+                    )
+                )
+            )
+            if state is not ProvisioningState.SUCCEEDED:
+                raise StepFailed(f"deployment {new} ended {state.value}")
+            self.end("deploy")
+
+            self.begin("smoke_testing", endpoint=endpoint_name, deployment=new)
+            smoke = ScoreResult.model_validate(
+                (
+                    yield self.call(
+                        Activity.SMOKE_TEST,
+                        {"endpoint": endpoint_name, "deployment": new, "prompt": cfg.smoke_test_prompt},
+                    )
+                )
+            )
+            if not smoke.ok:
+                raise StepFailed(f"smoke test of {new} failed: HTTP {smoke.status_code}: {smoke.error}")
+            self.end("smoke_test")
+
+            self.begin("shifting_traffic", endpoint=endpoint_name, deployment=new)
+            traffic = {name: 0 for name in endpoint.traffic} | {new: 100}
+            traffic_touched = True
+            yield self.call(Activity.SET_TRAFFIC, {"endpoint": endpoint_name, "traffic": traffic})
+            self.end("traffic")
+        except Exception as exc:
+            yield from self.roll_back(endpoint, new, traffic_touched)
+            return self.summary(
+                RunStatus.FAILED,
+                f"deploy: {exc}; rolled back ({new} deleted, traffic unchanged)",
+                previous_deployment=live,
+                **fields,
+            )
+
+        reason = ""
+        if live and live != new:
+            try:
+                yield self.call(Activity.DELETE_DEPLOYMENT, {"endpoint": endpoint_name, "deployment": live})
+            except Exception as exc:
+                reason = f"old deployment {live} could not be deleted ({exc}); delete it by hand"
+
+        self.begin("updating_connection", endpoint=endpoint_name, deployment=new)
+        try:
+            scoring_uri = yield self.call(
+                Activity.UPDATE_CONNECTION, {"name": cfg.connection_name, "endpoint": endpoint_name}
+            )
+        except Exception as exc:
+            return self.summary(
+                RunStatus.FAILED,
+                f"{new} is live but the Prompt flow connection {cfg.connection_name} was not updated: {exc}",
+                previous_deployment=live,
+                **fields,
+            )
+        self.end("connection")
+        return self.summary(
+            RunStatus.COMPLETED,
+            reason,
+            previous_deployment=live,
+            scoring_uri=scoring_uri,
+            connection=cfg.connection_name,
+            **fields,
+        )
+
+    def roll_back(self, endpoint: EndpointInfo, new: str, traffic_touched: bool) -> Step:
+        """Leave the endpoint exactly as it was: old traffic back (if we touched it), new deleted."""
+        self.status("rolling_back", endpoint=endpoint.name, deployment=new)
+        try:
+            if traffic_touched:
+                restore = dict(endpoint.traffic) | {new: 0}
+                yield self.call(Activity.SET_TRAFFIC, {"endpoint": endpoint.name, "traffic": restore})
+            yield self.call(Activity.DELETE_DEPLOYMENT, {"endpoint": endpoint.name, "deployment": new})
+        except Exception:  # reported by the caller's summary; nothing else we can do here
+            return
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR)
+def finetune_orchestrator(context: df.DurableOrchestrationContext) -> Step:
+    run = RunInput.model_validate(context.get_input())
+    return (yield from FinetuneRun(context, run).run())

@@ -1,0 +1,76 @@
+"""Shared fixtures: the real registered functions, fake backends, a run input."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+# Settings for the process under test: no Azure workspace needed, the local backend is never built
+# because every test that runs activities injects fakes through backends.registry.use().
+os.environ.setdefault("BACKEND", "local")
+os.environ.setdefault("DatasetsStorage", "UseDevelopmentStorage=true")
+
+from backends import registry  # noqa: E402
+from core.models import RunRequest  # noqa: E402
+from core.names import ORCHESTRATOR  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from orchestrators.state import RunInput  # noqa: E402
+from tests.fakes import FakeAzure, ultrachat_lines  # noqa: E402
+
+pytest_plugins = ["tests.azurite"]
+
+
+def _functions() -> dict[str, Any]:
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+@pytest.fixture(scope="session")
+def functions() -> dict[str, Any]:
+    return _functions()
+
+
+@pytest.fixture(scope="session")
+def orchestrator_handler(functions: dict[str, Any]) -> Callable[..., str]:
+    return functions[ORCHESTRATOR].get_user_function()
+
+
+@pytest.fixture(scope="session")
+def activity_functions(functions: dict[str, Any]) -> dict[str, Callable[[Any], Any]]:
+    """Every activity the app registers, by name, straight from the indexing API."""
+    import json
+
+    found = {}
+    for name, fn in functions.items():
+        bindings = json.loads(fn.get_function_json())["bindings"]
+        if any(b["type"] == "activityTrigger" for b in bindings):
+            found[name] = fn.get_user_function()
+    return found
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(BACKEND="local")
+
+
+@pytest.fixture
+def azure() -> Iterator[FakeAzure]:
+    fake = FakeAzure()
+    with registry.use(fake.backends()):
+        yield fake
+
+
+@pytest.fixture
+def make_input(azure: FakeAzure, settings: Settings) -> Callable[..., dict[str, Any]]:
+    def make(lines: bytes | None = None, name: str = "chats/support.jsonl", **config: Any) -> dict[str, Any]:
+        dataset = azure.put_blob("datasets", name, ultrachat_lines(50) if lines is None else lines)
+        cfg = settings.run_config().model_copy(update=config)
+        return RunInput(request=RunRequest(dataset=dataset, config=cfg, source="blob")).model_dump(
+            mode="json"
+        )
+
+    return make

@@ -1,0 +1,304 @@
+"""An in-memory Azure: fakes at the backend-protocol boundary, with knobs for each scenario.
+
+It behaves like the services where the orchestration depends on it: deployments start with 0 %
+traffic, a deployment that carries traffic cannot be deleted, provisioning takes a few polls, a
+job moves through its states one poll at a time, and the endpoint key is only handed out inside
+`score`/`publish_connection` (and remembered for scrubbing, as the real backends do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.registry import Backends
+from core import redact
+from core.models import (
+    BlobRef,
+    DeploymentSpec,
+    EndpointInfo,
+    FineTuneSpec,
+    JobInfo,
+    JobState,
+    ModelRef,
+    ProvisioningState,
+    ScoreResult,
+)
+
+SECRET_KEY = "fAkE-EnDpOiNt-KeY-3f9d2c71b6a04e8d"
+SCORING_URI = "https://phi3-ft-endpoint.eastus2.inference.ml.azure.com/score"
+ACCOUNT_URL = "https://datasets.blob.core.windows.net"
+
+
+class TransientError(ConnectionError):
+    pass
+
+
+@dataclass
+class FakeDeployment:
+    spec: DeploymentSpec
+    polls_left: int
+    final: ProvisioningState
+
+
+@dataclass
+class FakeEndpoint:
+    name: str
+    polls_left: int = 0
+    traffic: dict[str, int] = field(default_factory=dict)
+    deployments: dict[str, FakeDeployment] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class FakeAzure:
+    """Implements TrainingBackend, ServingBackend, ConnectionStore and DatasetStore."""
+
+    def __init__(
+        self,
+        *,
+        job_states: list[str] | None = None,
+        job_error: str | None = None,
+        deployment_final: ProvisioningState = ProvisioningState.SUCCEEDED,
+        provisioning_polls: int = 2,
+        smoke_answer: str | None = "Hello! I am a fine-tuned Phi-3.",
+        smoke_status: int = 200,
+        failures: dict[str, int] | None = None,
+    ) -> None:
+        self.blobs: dict[tuple[str, str], bytes] = {}
+        self.etags: dict[tuple[str, str], str] = {}
+        self.job_states = list(job_states or ["Queued", "Running", "Running", "Completed"])
+        self.job_error = job_error
+        self.deployment_final = deployment_final
+        self.provisioning_polls = provisioning_polls
+        self.smoke_answer = smoke_answer
+        self.smoke_status = smoke_status
+        self.failures = dict(failures or {})  # method name -> how many times to fail first
+        self.calls: list[tuple[str, Any]] = []
+        self.jobs: dict[str, FineTuneSpec] = {}
+        self.job_cursor: dict[str, int] = {}
+        self.canceled: list[str] = []
+        self.models: list[tuple[str, ModelRef, dict[str, str]]] = []
+        self.endpoints: dict[str, FakeEndpoint] = {}
+        self.deleted: list[str] = []
+        self.scored: list[tuple[str, str | None, dict[str, object]]] = []
+        self.connections: dict[str, dict[str, str]] = {}
+        self.traffic_history: list[dict[str, int]] = []
+
+    def backends(self) -> Backends:
+        return Backends(training=self, serving=self, connections=self, datasets=self)
+
+    def _call(self, method: str, *args: Any) -> None:
+        self.calls.append((method, args))
+        if self.failures.get(method, 0) > 0:
+            self.failures[method] -= 1
+            # A realistic leak: SDK errors sometimes echo request headers. Activities must scrub it.
+            raise TransientError(
+                f"{method}: connection reset (request had Authorization: Bearer {SECRET_KEY})"
+            )
+
+    def count(self, method: str) -> int:
+        return sum(1 for m, _ in self.calls if m == method)
+
+    # -- seeding -------------------------------------------------------------------------------
+
+    def put_blob(self, container: str, name: str, data: bytes) -> BlobRef:
+        self.blobs[(container, name)] = data
+        self.etags[(container, name)] = (
+            '"0x' + hashlib.sha256(data + name.encode()).hexdigest()[:15].upper() + '"'
+        )
+        return self.describe(BlobRef(container=container, name=name))
+
+    def live_endpoint(self, name: str, deployment: str, model: ModelRef) -> None:
+        spec = DeploymentSpec(
+            endpoint_name=name,
+            deployment_name=deployment,
+            model=model,
+            instance_type="Standard_NC6s_v3",
+            instance_count=1,
+            tags={},
+        )
+        ep = FakeEndpoint(name=name, traffic={deployment: 100})
+        ep.deployments[deployment] = FakeDeployment(spec, 0, ProvisioningState.SUCCEEDED)
+        self.endpoints[name] = ep
+
+    # -- DatasetStore --------------------------------------------------------------------------
+
+    def describe(self, blob: BlobRef) -> BlobRef:
+        self._call("describe", blob.path)
+        key = (blob.container, blob.name)
+        if key not in self.blobs:
+            raise FileNotFoundError(f"blob not found: {blob.path}")
+        return BlobRef(
+            container=blob.container, name=blob.name, etag=self.etags[key], url=f"{ACCOUNT_URL}/{blob.path}"
+        )
+
+    def download(self, blob: BlobRef, dest: Path) -> None:
+        self._call("download", blob.path)
+        key = (blob.container, blob.name)
+        if key not in self.blobs:
+            raise FileNotFoundError(f"blob not found: {blob.path}")
+        if blob.etag and blob.etag != self.etags[key]:
+            from backends.blob_store import BlobChangedError
+
+            raise BlobChangedError(f"{blob.path} changed")
+        dest.write_bytes(self.blobs[key])
+
+    def upload(self, src: Path, blob: BlobRef) -> BlobRef:
+        self._call("upload", blob.path)
+        return self.put_blob(blob.container, blob.name, src.read_bytes())
+
+    # -- TrainingBackend -----------------------------------------------------------------------
+
+    def data_uri(self, blob: BlobRef) -> str:
+        return f"azureml://datastores/datasets/paths/{blob.name}"
+
+    def submit_finetune(self, spec: FineTuneSpec) -> str:
+        self._call("submit_finetune", spec)
+        self.jobs.setdefault(spec.job_name, spec)
+        self.job_cursor.setdefault(spec.job_name, 0)
+        return spec.job_name
+
+    def get_job(self, job_name: str) -> JobInfo:
+        self._call("get_job", job_name)
+        if job_name in self.canceled:
+            return JobInfo(name=job_name, state=JobState.CANCELED, raw_status="Canceled")
+        i = self.job_cursor[job_name]
+        raw = self.job_states[min(i, len(self.job_states) - 1)]
+        self.job_cursor[job_name] = i + 1
+        state = {
+            "Completed": JobState.COMPLETED,
+            "Failed": JobState.FAILED,
+            "Canceled": JobState.CANCELED,
+        }.get(raw, JobState.RUNNING if raw == "Running" else JobState.QUEUED)
+        error = self.job_error if state is JobState.FAILED else None
+        return JobInfo(
+            name=job_name,
+            state=state,
+            raw_status=raw,
+            error=error,
+            studio_url=f"https://ml.azure.com/runs/{job_name}",
+        )
+
+    def cancel_job(self, job_name: str) -> None:
+        self._call("cancel_job", job_name)
+        self.canceled.append(job_name)
+
+    def register_model(self, job_name: str, model_name: str, tags: dict[str, str]) -> ModelRef:
+        self._call("register_model", job_name, model_name, tags)
+        for job, ref, _ in self.models:
+            if job == job_name:
+                return ref
+        ref = ModelRef(name=model_name, version=str(len(self.models) + 1))
+        self.models.append((job_name, ref, tags))
+        return ref
+
+    # -- ServingBackend ------------------------------------------------------------------------
+
+    def get_endpoint(self, name: str) -> EndpointInfo:
+        self._call("get_endpoint", name)
+        ep = self.endpoints.get(name)
+        if ep is None:
+            return EndpointInfo(name=name, state=ProvisioningState.NOT_FOUND)
+        if ep.polls_left > 0:
+            ep.polls_left -= 1
+            state = ProvisioningState.CREATING
+        else:
+            state = ProvisioningState.SUCCEEDED
+        return EndpointInfo(
+            name=name,
+            state=state,
+            traffic=dict(ep.traffic),
+            deployments=sorted(ep.deployments),
+            scoring_uri=SCORING_URI,
+        )
+
+    def begin_create_endpoint(self, name: str, tags: dict[str, str]) -> None:
+        self._call("begin_create_endpoint", name, tags)
+        self.endpoints.setdefault(
+            name, FakeEndpoint(name=name, polls_left=self.provisioning_polls, tags=tags)
+        )
+
+    def begin_create_deployment(self, spec: DeploymentSpec) -> None:
+        self._call("begin_create_deployment", spec)
+        ep = self.endpoints[spec.endpoint_name]
+        if spec.deployment_name not in ep.deployments:
+            ep.deployments[spec.deployment_name] = FakeDeployment(
+                spec, self.provisioning_polls, self.deployment_final
+            )
+            ep.traffic.setdefault(spec.deployment_name, 0)
+
+    def get_deployment_state(self, endpoint: str, deployment: str) -> ProvisioningState:
+        self._call("get_deployment_state", endpoint, deployment)
+        ep = self.endpoints.get(endpoint)
+        d = ep.deployments.get(deployment) if ep else None
+        if d is None:
+            return ProvisioningState.NOT_FOUND
+        if d.polls_left > 0:
+            d.polls_left -= 1
+            return ProvisioningState.CREATING
+        return d.final
+
+    def score(self, endpoint: str, deployment: str | None, payload: dict[str, object]) -> ScoreResult:
+        self._call("score", endpoint, deployment, payload)
+        redact.remember(SECRET_KEY)  # the real backends read the key here
+        self.scored.append((endpoint, deployment, payload))
+        if self.smoke_status != 200:
+            return ScoreResult(ok=False, status_code=self.smoke_status, error="upstream error", latency_ms=12)
+        return ScoreResult(ok=True, status_code=200, output=self.smoke_answer, latency_ms=12)
+
+    def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> None:
+        self._call("set_traffic", endpoint, dict(traffic))
+        ep = self.endpoints[endpoint]
+        unknown = set(traffic) - set(ep.deployments)
+        if unknown:
+            raise ValueError(f"traffic names unknown deployments {sorted(unknown)}")
+        ep.traffic = {name: traffic.get(name, 0) for name in ep.deployments}
+        self.traffic_history.append(dict(ep.traffic))
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None:
+        self._call("delete_deployment", endpoint, deployment)
+        ep = self.endpoints.get(endpoint)
+        if ep is None or deployment not in ep.deployments:
+            return
+        if ep.traffic.get(deployment, 0) > 0:
+            raise ValueError(f"cannot delete {deployment}: it still has {ep.traffic[deployment]} % traffic")
+        del ep.deployments[deployment]
+        ep.traffic.pop(deployment, None)
+        self.deleted.append(deployment)
+
+    # -- ConnectionStore -----------------------------------------------------------------------
+
+    def publish_connection(self, name: str, endpoint: str) -> str:
+        self._call("publish_connection", name, endpoint)
+        redact.remember(SECRET_KEY)
+        self.connections[name] = {"endpoint": SCORING_URI, "key": SECRET_KEY}
+        return SCORING_URI
+
+
+def ultrachat_lines(n: int) -> bytes:
+    """`n` valid ultrachat_200k-shaped JSONL lines."""
+    import json
+
+    rows = []
+    for i in range(n):
+        prompt = f"Question number {i}: how do I fine-tune a small language model?"
+        rows.append(
+            json.dumps(
+                {
+                    "prompt": prompt,
+                    "prompt_id": hashlib.sha256(prompt.encode()).hexdigest(),
+                    "messages": [
+                        {"role": "user", "content": prompt},
+                        {"role": "assistant", "content": f"Answer {i}: prepare data, train, evaluate."},
+                    ],
+                }
+            )
+        )
+    return ("\n".join(rows) + "\n").encode()
+
+
+def copy_tree(src: Path, dest: Path) -> None:
+    shutil.copytree(src, dest, dirs_exist_ok=True)

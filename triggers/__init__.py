@@ -1,0 +1,1 @@
+"""Starters: the blob trigger and the HTTP API that start fine-tune runs."""
