@@ -40,8 +40,15 @@ class Hyperparameters(Frozen):
     per_device_train_batch_size: int = Field(default=1, ge=1, le=256)
 
     def as_strings(self) -> dict[str, str]:
-        """Azure ML's fine-tuning API takes every hyperparameter as a string."""
-        return {k: str(v) for k, v in self.model_dump().items()}
+        """Azure ML's fine-tuning API takes every hyperparameter as a string (floats written out
+        positionally: "0.00002", not Python's "2e-05")."""
+
+        def text(value: object) -> str:
+            if isinstance(value, float):
+                return f"{value:.12f}".rstrip("0").rstrip(".")
+            return str(value)
+
+        return {k: text(v) for k, v in self.model_dump().items()}
 
 
 class ModelOverrides(Frozen):

@@ -16,7 +16,7 @@ from core.models import Hyperparameters, Overrides, PollPolicy, RunConfig
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, populate_by_name=True)
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, env_ignore_empty=True)
 
     # Which backend the activities use: Azure ML, or the offline stack (devhost).
     BACKEND: Literal["azureml", "local"] = "azureml"

@@ -13,12 +13,12 @@ import pytest
 os.environ.setdefault("BACKEND", "local")
 os.environ.setdefault("DatasetsStorage", "UseDevelopmentStorage=true")
 
-from backends import registry  # noqa: E402
-from core.models import RunRequest  # noqa: E402
-from core.names import ORCHESTRATOR  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from orchestrators.state import RunInput  # noqa: E402
-from tests.fakes import FakeAzure, ultrachat_lines  # noqa: E402
+from backends import registry
+from core.models import RunRequest
+from core.names import ORCHESTRATOR
+from core.settings import Settings
+from orchestrators.state import RunInput
+from tests.fakes import FakeAzure, ultrachat_lines
 
 pytest_plugins = ["tests.azurite"]
 

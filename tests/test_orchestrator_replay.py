@@ -11,7 +11,7 @@ import pytest
 
 from core.models import ModelRef, PollPolicy, ProvisioningState
 from core.names import ORCHESTRATOR
-from tests.fakes import SECRET_KEY, SCORING_URI, FakeAzure
+from tests.fakes import SCORING_URI, SECRET_KEY, FakeAzure
 from tests.replay import (
     CALL_ACTIVITY_WITH_RETRY,
     CREATE_TIMER,
@@ -20,8 +20,8 @@ from tests.replay import (
     TASK_SCHEDULED,
     History,
     Replayer,
-    flatten,
     RunResult,
+    flatten,
     run_episode,
 )
 
@@ -82,7 +82,7 @@ def test_happy_path_first_deployment(orchestrator_handler, activity_functions, a
     spec = azure.jobs[f"{RUN_ID}-finetune"]
     assert spec.validation_data.endswith(f"_splits/{RUN_ID}/validation.jsonl")
     assert spec.instance_type == "Standard_NC24ads_A100_v4"
-    _, model, tags = azure.models[0]
+    _, _, tags = azure.models[0]
     assert tags["dataset-blob"] == "datasets/chats/support.jsonl" and tags["instance-id"] == RUN_ID
     assert tags["job-name"] == f"{RUN_ID}-finetune" and tags["dataset-etag"].startswith('"0x')
     assert azure.endpoints[ENDPOINT].traffic == {"blue-0123456789ab": 100}

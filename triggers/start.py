@@ -23,7 +23,7 @@ class StartOutcome:
 
 async def _existing(client: df.DurableOrchestrationClient, instance_id: str) -> str | None:
     status = await client.get_status(instance_id)
-    return status.runtime_status.value if status and status.runtime_status is not None else None
+    return status.runtime_status.value if status.runtime_status is not None else None
 
 
 async def start_once(
