@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     ACTIVITY_RETRY_ATTEMPTS: int = 4
     ACTIVITY_RETRY_FIRST_INTERVAL_MS: int = 5000
 
+    # Offline stack (BACKEND=local, devhost): where state lives and how hard the tiny model trains.
+    LOCAL_RUN_DIR: str = ".run"
+    LOCAL_MAX_STEPS: int = 300
+    LOCAL_LEARNING_RATE: float = 0.003
+
     # Dataset rules.
     VALIDATION_FRACTION: float = 0.2
     SPLIT_SEED: int = 42

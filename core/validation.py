@@ -56,11 +56,13 @@ extra fields (top level or in a message)      --  allowed silently
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,23 +91,46 @@ TEMPLATE_TOKENS_PER_MESSAGE = 4
 END_OF_TEXT_TOKENS = 1
 
 _BOM = b"\xef\xbb\xbf"
-_READ_BUFFER = 1 << 20  # buffered reader size
-_SKIP_PIECE = 1 << 20  # read size while streaming past an over-long line
-_READ_LIMIT = MAX_LINE_BYTES + 2  # content + "\r\n"
+_CHUNK = 1 << 20  # bytes per read; lines are cut out of each chunk without copying
+_HASH_QUEUE = 4  # chunks waiting for the hashing thread
+_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
+_RELAX_AFTER = 16  # lines with extra fields before the relaxed decoder becomes the first choice
 _ALLOWED_ROLES = ", ".join(repr(r) for r in ROLES)
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(.*)`$")
 
 
-class _Message(msgspec.Struct):
+# Two decoders. The strict one knows every field of the ultrachat shape and forbids others, so
+# when it succeeds every string in the line has been decoded, which proves the whole line is valid
+# UTF-8. A line with extra fields falls back to the relaxed one, which skips unknown fields without
+# looking at them, so its UTF-8 is checked separately. gc=False: these hold only strings and lists.
+class _Message(msgspec.Struct, gc=False):
     role: Literal["system", "user", "assistant"]
     content: str
 
 
-class _Line(msgspec.Struct):
+class _Line(msgspec.Struct, gc=False):
     messages: list[_Message]
 
 
-_DECODER = msgspec.json.Decoder(_Line)
+class _StrictMessage(_Message, forbid_unknown_fields=True):
+    pass
+
+
+class _StrictLine(_Line, forbid_unknown_fields=True):
+    messages: list[_StrictMessage]  # type: ignore[assignment]
+    prompt: str | None = None
+    prompt_id: str | None = None
+
+
+_STRICT = msgspec.json.Decoder(_StrictLine)
+_RELAXED = msgspec.json.Decoder(_Line)
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def _decode_relaxed(view: memoryview) -> _Line:
+    """Decode ignoring unknown fields, after checking the whole line is valid UTF-8."""
+    codecs.utf_8_decode(view, "strict", True)
+    return _RELAXED.decode(view)
 
 
 def estimate_tokens(messages: Iterable[tuple[str, str]]) -> int:
@@ -116,7 +141,7 @@ def estimate_tokens(messages: Iterable[tuple[str, str]]) -> int:
         sum over messages of (4 + ceil(utf8_bytes(content) / 2)) + 1
 
     * 4 tokens per message for the chat template around the content: the role token
-      (``<|system|>``, ``<|user|>`` or ``<|assistant|>``), ``\\n``, ``<|end|>`` and ``\\n``;
+      (``<|system|>``, ``<|user|>`` or ``<|assistant|>``), ``\n``, ``<|end|>`` and ``\n``;
     * ``ceil(bytes / 2)`` for the content. Phi-3-mini uses the Llama-2 32k SentencePiece BPE
       vocabulary with byte fallback. Every token covers at least one byte, but nearly all tokens
       a BPE model emits for ordinary text are merges covering two bytes or more (English averages
@@ -169,6 +194,10 @@ def validate_file(
     ``display_name`` (default: the file name) goes into the report and every issue.
     ``max_tokens`` is the per-conversation limit for :func:`estimate_tokens`; ``max_errors``
     caps the number of issues kept in ``errors`` while ``error_count`` counts all of them.
+    Line numbers are physical, 1-based lines split on ``\n`` (blank lines count).
+
+    The file is read in 1 MiB chunks; memory stays below a few chunks plus one line of at most
+    :data:`MAX_LINE_BYTES`, whatever the file size.
 
     Raises:
         OSError: ``path`` cannot be opened or read (missing, a directory, no permission...).
@@ -177,30 +206,29 @@ def validate_file(
     errs = _Collector(name, max_errors)
     add = errs.add
     warnings: list[ValidationIssue] = []
-    hasher = hashlib.sha256()
-    update = hasher.update
-    decode = _DECODER.decode
+    decode: Callable[[memoryview], _Line] = _STRICT.decode
+    limit = MAX_LINE_BYTES
+    whitespace = _WHITESPACE
 
-    lineno = 0
-    examples = 0
-    blank_count = first_blank = 0
-    crlf_count = first_crlf = 0
-    nonblank = 0
+    lineno = nonblank = examples = relaxed = 0
+    blank_count = first_blank = crlf_count = first_crlf = 0
     token_counts: list[int] = []
     tok_max = tok_max_line = 0
     n_system = n_user = n_assistant = 0
 
-    with open(path, "rb", buffering=_READ_BUFFER) as f:
-        readline = f.readline
-        first = readline(_READ_LIMIT)
-        update(first)
-        fatal = _sniff_format(first)
+    with open(path, "rb", buffering=0) as f, _Sha256() as hasher:
+        read = f.read
+        update = hasher.update
+        chunk = read(_CHUNK)
+        update(chunk)
+        fatal = _sniff_format(chunk)
         if fatal is not None:
-            for piece in iter(partial(f.read, _READ_BUFFER), b""):
-                update(piece)
+            while chunk := read(_CHUNK):
+                update(chunk)
             add(0, "", fatal)
             return _report(name, errs, warnings, 0, 0, hasher.hexdigest())
-        if first.startswith(_BOM):
+        if chunk.startswith(_BOM):
+            chunk = chunk[len(_BOM) :]
             warnings.append(
                 ValidationIssue(
                     line=1,
@@ -210,61 +238,107 @@ def validate_file(
                 )
             )
 
-        line = first
-        while line:
-            lineno += 1
-            if lineno > 1:
-                update(line)
-            elif line.startswith(_BOM):
-                line = line[3:]
-                if not line:  # BOM alone at the end of the file
-                    break
-
-            if len(line) > MAX_LINE_BYTES:
-                size = _content_len(line)
-                if not line.endswith(b"\n"):  # not finished: stream past the rest
-                    size += _skip_rest(readline, update, line.endswith(b"\r"))
-                if size > MAX_LINE_BYTES:
+        carry = b""  # start of a line that continues in the next chunk
+        skipped = -1  # >= 0 while streaming past an over-long line: its length so far
+        skipped_cr = False
+        at_eof = False
+        while True:
+            # Cut the chunk into segments holding whole lines only: the line continued from the
+            # previous chunk (a small copy), then the rest of the chunk in place.
+            segments: list[tuple[bytes, int]] = []
+            if not chunk:  # end of file
+                if skipped >= 0:
+                    lineno += 1
                     nonblank += 1
-                    add(lineno, "", f"line is {size} bytes; limit 8 MiB")
-                    line = readline(_READ_LIMIT)
-                    continue
-
-            if line.isspace():
-                blank_count += 1
-                if not first_blank:
-                    first_blank = lineno
-                line = readline(_READ_LIMIT)
-                continue
-            nonblank += 1
-            if line.endswith(b"\r\n"):
-                crlf_count += 1
-                if not first_crlf:
-                    first_crlf = lineno
-
-            try:
-                if not line.isascii():
-                    line.decode()  # msgspec does not validate UTF-8 in fields it skips
-                record = decode(line)
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-                for field, message in _diagnose(line, exc):
-                    add(lineno, field, message)
-                line = readline(_READ_LIMIT)
-                continue
-
-            problems, tokens, counts = _check_conversation(record.messages, max_tokens)
-            if problems:
-                for field, message in problems:
-                    add(lineno, field, message)
+                    add(lineno, "", f"line is {skipped} bytes; limit 8 MiB")
+                    break
+                if not carry:
+                    break
+                at_eof = True  # the last line has no newline (the hash has the real bytes)
+                segments.append((carry + b"\n", 0))
             else:
-                examples += 1
-                token_counts.append(tokens)
-                if tokens > tok_max:
-                    tok_max, tok_max_line = tokens, lineno
-                n_system += counts[0]
-                n_user += counts[1]
-                n_assistant += counts[2]
-            line = readline(_READ_LIMIT)
+                nl = chunk.find(b"\n")
+                if nl < 0 and (skipped >= 0 or len(carry) + len(chunk) > limit + 1):
+                    # a line longer than the limit even if it ends in "\r": stream past it
+                    skipped = (skipped if skipped >= 0 else len(carry)) + len(chunk)
+                    skipped_cr = chunk[-1] == 13
+                    carry = b""
+                elif nl < 0:
+                    carry += chunk
+                elif skipped >= 0:
+                    cr = chunk[nl - 1] == 13 if nl else skipped_cr
+                    lineno += 1
+                    nonblank += 1
+                    add(lineno, "", f"line is {skipped + nl - cr} bytes; limit 8 MiB")
+                    skipped = -1
+                    segments.append((chunk, nl + 1))
+                elif carry:
+                    segments.append((carry + chunk[: nl + 1], 0))
+                    segments.append((chunk, nl + 1))
+                    carry = b""
+                else:
+                    segments.append((chunk, 0))
+
+            for buf, pos in segments:
+                view = memoryview(buf)
+                find = buf.find
+                while (nl := find(b"\n", pos)) >= 0:
+                    start = pos
+                    pos = nl + 1
+                    lineno += 1
+                    end = nl
+                    crlf = end > start and buf[end - 1] == 13
+                    if crlf:
+                        end -= 1
+                    if end == start or (buf[start] in whitespace and buf[start:end].isspace()):
+                        blank_count += 1
+                        if not first_blank:
+                            first_blank = lineno
+                        continue
+                    nonblank += 1
+                    if crlf:
+                        crlf_count += 1
+                        if not first_crlf:
+                            first_crlf = lineno
+                    if end - start > limit:
+                        add(lineno, "", f"line is {end - start} bytes; limit 8 MiB")
+                        continue
+
+                    line = view[start:end]
+                    try:
+                        record = decode(line)
+                    except _DECODE_ERRORS:
+                        try:  # the strict decoder also rejects lines that merely have extra fields
+                            record = _decode_relaxed(line)
+                        except _DECODE_ERRORS as exc:
+                            for field, message in _diagnose(bytes(line), exc, unterminated=at_eof):
+                                add(lineno, field, message)
+                            continue
+                        relaxed += 1
+                        if relaxed == _RELAX_AFTER:
+                            decode = _decode_relaxed
+
+                    problems, tokens, counts = _check_conversation(record.messages, max_tokens)
+                    if problems:
+                        for field, message in problems:
+                            add(lineno, field, message)
+                        continue
+                    examples += 1
+                    token_counts.append(tokens)
+                    if tokens > tok_max:
+                        tok_max, tok_max_line = tokens, lineno
+                    n_system += counts[0]
+                    n_user += counts[1]
+                    n_assistant += counts[2]
+                if pos < len(buf):  # only the last segment can end without a newline
+                    carry = buf[pos:]
+                view.release()
+
+            if at_eof:
+                break
+            chunk = read(_CHUNK)
+            update(chunk)
+        sha256 = hasher.hexdigest()
 
     if blank_count:
         warnings.append(
@@ -296,13 +370,70 @@ def validate_file(
             f"file has {nonblank} example; need at least {MIN_EXAMPLES} to split train/validation",
         )
 
-    report = _report(name, errs, warnings, lineno, examples, hasher.hexdigest())
+    report = _report(name, errs, warnings, lineno, examples, sha256)
     return report.model_copy(
         update={
             "tokens": _token_stats(token_counts, tok_max, tok_max_line),
             "role_counts": {"system": n_system, "user": n_user, "assistant": n_assistant},
         }
     )
+
+
+class _Sha256:
+    """SHA-256 of the chunks passed to `update`, computed on a helper thread.
+
+    hashlib releases the GIL while hashing, so on a machine with a second core the digest costs the
+    validating thread almost nothing. The first chunk is hashed inline (a file of one chunk never
+    starts a thread); later ones go through a bounded queue (at most `_HASH_QUEUE` chunks waiting).
+    Use as a context manager: leaving it always stops the thread.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_HASH_QUEUE)
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self._error: BaseException | None = None
+
+    def update(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if not self._started:
+            self._started = True
+            self._hash.update(chunk)
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="validation-sha256", daemon=True)
+            self._thread.start()
+        self._queue.put(chunk)
+
+    def _run(self) -> None:
+        update = self._hash.update
+        get = self._queue.get
+        while (chunk := get()) is not None:
+            if self._error is None:
+                try:
+                    update(chunk)
+                except BaseException as exc:  # keep draining so the producer never blocks
+                    self._error = exc
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def hexdigest(self) -> str:
+        self._stop()
+        if self._error is not None:
+            raise RuntimeError("hashing the file failed") from self._error
+        return self._hash.hexdigest()
+
+    def __enter__(self) -> _Sha256:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop()
 
 
 def _report(
@@ -336,49 +467,19 @@ def _sniff_format(first: bytes) -> str | None:
     return None
 
 
-def _content_len(line: bytes) -> int:
-    """Length of a line without its "\\n" or "\\r\\n" terminator."""
-    if line.endswith(b"\r\n"):
-        return len(line) - 2
-    if line.endswith(b"\n"):
-        return len(line) - 1
-    return len(line)
-
-
-def _skip_rest(
-    readline: Callable[[int], bytes], update: Callable[[bytes], None], pending_cr: bool
-) -> int:
-    """Read past the rest of an over-long line in bounded pieces and return the length it adds.
-
-    `pending_cr`: the bytes already read end with "\r" (which a following "\n" makes a terminator).
-    """
-    size = 0
-    prev_cr = pending_cr
-    while True:
-        piece = readline(_SKIP_PIECE)
-        if not piece:
-            return size
-        update(piece)
-        if piece.endswith(b"\n"):
-            size += len(piece) - 1
-            if len(piece) >= 2 and piece[-2:-1] == b"\r":
-                size -= 1
-            elif len(piece) == 1 and prev_cr:
-                size -= 1  # the "\r" of a "\r\n" split across two pieces
-            return size
-        size += len(piece)
-        prev_cr = piece.endswith(b"\r")
-
-
 def _check_conversation(
     messages: list[_Message], max_tokens: int
 ) -> tuple[list[tuple[str, str]] | None, int, tuple[int, int, int]]:
     """Conversation rules on a type-checked line: (problems or None, estimated tokens, role counts)."""
     if not messages:
-        return [("messages", "'messages' is empty; need at least one user and one assistant message")], 0, (
+        return (
+            [("messages", "'messages' is empty; need at least one user and one assistant message")],
             0,
-            0,
-            0,
+            (
+                0,
+                0,
+                0,
+            ),
         )
     problems: list[tuple[str, str]] | None = None
     tokens = END_OF_TEXT_TOKENS
@@ -391,9 +492,11 @@ def _check_conversation(
             problems = problems or []
             what = "empty" if not content else "whitespace only"
             problems.append((f"messages[{i}].content", f"{role} message content is {what}"))
-        tokens += TEMPLATE_TOKENS_PER_MESSAGE + (
-            (len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass"))) + 1
-        ) // 2
+        tokens += (
+            TEMPLATE_TOKENS_PER_MESSAGE
+            + ((len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass"))) + 1)
+            // 2
+        )
         if role == "system":
             n_system += 1
             if i:
@@ -424,7 +527,9 @@ def _check_conversation(
         )
     elif prev != "assistant":
         problems = problems or []
-        problems.append(("messages", f"conversation must end with an assistant message; the last is '{prev}'"))
+        problems.append(
+            ("messages", f"conversation must end with an assistant message; the last is '{prev}'")
+        )
     if tokens > max_tokens:
         problems = problems or []
         problems.append(
@@ -465,7 +570,7 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-def _diagnose(line: bytes, exc: BaseException) -> list[tuple[str, str]]:
+def _diagnose(line: bytes, exc: BaseException, *, unterminated: bool) -> list[tuple[str, str]]:
     """Re-read one rejected line with the standard library and name every problem found."""
     try:
         text = line.decode("utf-8")
@@ -479,10 +584,9 @@ def _diagnose(line: bytes, exc: BaseException) -> list[tuple[str, str]]:
         return [("", f"invalid JSON: {err.name} is not valid JSON (use null or a number){where}")]
     except json.JSONDecodeError as err:
         message = f"invalid JSON: {err.msg.removesuffix(' at')} at column {err.colno}"
-        body = text.rstrip("\r\n")
-        if err.pos >= len(body.rstrip()) or err.msg.startswith("Unterminated string"):
+        if err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string"):
             message += "; the line ends too early (truncated?)"
-            if not text.endswith("\n"):
+            if unterminated:
                 message += " — it is the last line and has no newline, so the upload may be cut off"
         return [("", message)]
     except RecursionError:
@@ -493,7 +597,12 @@ def _diagnose(line: bytes, exc: BaseException) -> list[tuple[str, str]]:
         return problems
     where = _find_surrogate(obj, "")
     if where is not None:
-        return [(where, "string contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff); not valid Unicode")]
+        return [
+            (
+                where,
+                "string contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff); not valid Unicode",
+            )
+        ]
     # json accepted what msgspec rejected for a reason not covered above: report msgspec's words.
     detail = str(exc)
     match = _MSGSPEC_PATH.search(detail)

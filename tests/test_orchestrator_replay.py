@@ -340,3 +340,23 @@ def test_every_scheduled_task_completes_once(orchestrator_handler, activity_func
         scheduled = [e["EventId"] for e in history if e["EventType"] == TASK_SCHEDULED]
         done = [e["TaskScheduledId"] for e in history if e["EventType"] in (TASK_COMPLETED, TASK_FAILED)]
         assert sorted(scheduled) == sorted(done)
+
+
+def test_replay_is_deterministic(orchestrator_handler, activity_functions, settings):
+    """Two runs of the same scenario produce byte-identical histories, statuses and output."""
+    from backends import registry
+    from core.models import RunRequest
+    from orchestrators.state import RunInput
+    from tests.fakes import ultrachat_lines
+
+    def once() -> str:
+        fake = FakeAzure(job_states=["Queued"] + ["Running"] * 25 + ["Completed"], failures={"get_job": 1})
+        with registry.use(fake.backends()):
+            dataset = fake.put_blob("datasets", "chats/support.jsonl", ultrachat_lines(30))
+            request = RunRequest(dataset=dataset, config=settings.run_config(), source="blob")
+            result = replay(
+                orchestrator_handler, activity_functions, RunInput(request=request).model_dump(mode="json")
+            )
+        return json.dumps([result.histories, result.custom_statuses, result.output])
+
+    assert once() == once()
