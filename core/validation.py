@@ -8,15 +8,20 @@ Only ``messages`` is required; ``prompt``, ``prompt_id`` and any other top-level
 fields are allowed silently and not type-checked (they are not used for training). They must
 still be valid JSON and valid UTF-8, because the training service parses the whole line.
 
-Design:
+Design (speed matters: datasets are hundreds of MB and this runs inside an activity):
 
-* The file is read in binary, one line at a time, through ``readline(limit)`` on a buffered
-  reader, so memory stays bounded by one line (at most :data:`MAX_LINE_BYTES`) whatever the file
-  size; an over-long line is streamed past in small pieces and never held whole. The SHA-256 of
-  the file's bytes is computed in the same pass.
+* The file is read in binary in 1 MiB chunks and cut into lines on ``b"\\n"``; lines are handed
+  to the decoder as zero-copy ``memoryview`` slices, only a line crossing a chunk boundary is
+  copied. Memory stays bounded by a few chunks plus one line of at most :data:`MAX_LINE_BYTES`,
+  whatever the file size; a longer line is streamed past and never held whole.
+* The SHA-256 of the file's bytes is computed in the same pass, on a helper thread (hashlib
+  releases the GIL, so a second core hashes while this one validates).
 * Fast path: a typed :class:`msgspec.json.Decoder` decodes and type-checks a line in one step
   (roles are a ``Literal``), then one short Python loop checks the conversation rules and
-  estimates tokens.
+  estimates tokens. The first-choice decoder knows every ultrachat field and forbids others, so
+  its success also proves the line is valid UTF-8; lines with extra fields are decoded again with
+  unknown fields skipped after an explicit UTF-8 check (after 16 such lines that becomes the
+  first choice for the rest of the file).
 * Slow path, only for lines msgspec rejects: the line is decoded again with :mod:`json` and
   inspected by hand to name the exact field and say what is wrong.
 
@@ -30,7 +35,7 @@ case                                         E/W  field
 ===========================================  ===  =====================================
 gzip / zip / UTF-16 file                      E   "" (line 0; nothing else is checked)
 0-byte file, or only blank lines              E   "" (line 0, "file is empty")
-fewer than 2 non-blank lines                  E   "" (line 0)
+fewer than ``min_examples`` non-blank lines   E   "" (line 0)
 line longer than 8 MiB                        E   ""
 invalid UTF-8                                 E   ""
 invalid JSON (incl. truncated last line)      E   ""
@@ -188,12 +193,15 @@ def validate_file(
     display_name: str | None = None,
     max_tokens: int = 4096,
     max_errors: int = 50,
+    min_examples: int = MIN_EXAMPLES,
 ) -> ValidationReport:
     """Check one chat JSONL file and return a report; never raises for bad content.
 
     ``display_name`` (default: the file name) goes into the report and every issue.
     ``max_tokens`` is the per-conversation limit for :func:`estimate_tokens`; ``max_errors``
     caps the number of issues kept in ``errors`` while ``error_count`` counts all of them.
+    ``min_examples`` (default 2, enough to split train/validation) may be lowered to 1 for a
+    separately supplied validation file.
     Line numbers are physical, 1-based lines split on ``\n`` (blank lines count).
 
     The file is read in 1 MiB chunks; memory stays below a few chunks plus one line of at most
@@ -220,6 +228,8 @@ def validate_file(
         read = f.read
         update = hasher.update
         chunk = read(_CHUNK)
+        while 0 < len(chunk) < 4 and (more := read(_CHUNK)):  # enough bytes to sniff the format
+            chunk += more
         update(chunk)
         fatal = _sniff_format(chunk)
         if fatal is not None:
@@ -247,10 +257,10 @@ def validate_file(
             # previous chunk (a small copy), then the rest of the chunk in place.
             segments: list[tuple[bytes, int]] = []
             if not chunk:  # end of file
-                if skipped >= 0:
+                if skipped >= 0:  # a final "\r" counts as a terminator, as for any last line
                     lineno += 1
                     nonblank += 1
-                    add(lineno, "", f"line is {skipped} bytes; limit 8 MiB")
+                    add(lineno, "", f"line is {skipped - skipped_cr} bytes; limit 8 MiB")
                     break
                 if not carry:
                     break
@@ -363,11 +373,12 @@ def validate_file(
         )
     if nonblank == 0:
         add(0, "", "file is empty")
-    elif nonblank < MIN_EXAMPLES:
+    elif nonblank < min_examples:
         add(
             0,
             "",
-            f"file has {nonblank} example; need at least {MIN_EXAMPLES} to split train/validation",
+            f"file has {nonblank} example(s); need at least {min_examples} "
+            "(one for training and one for validation)",
         )
 
     report = _report(name, errs, warnings, lineno, examples, sha256)
@@ -470,33 +481,22 @@ def _sniff_format(first: bytes) -> str | None:
 def _check_conversation(
     messages: list[_Message], max_tokens: int
 ) -> tuple[list[tuple[str, str]] | None, int, tuple[int, int, int]]:
-    """Conversation rules on a type-checked line: (problems or None, estimated tokens, role counts)."""
+    """Conversation rules on a type-checked line.
+
+    Returns (problems or None, estimated tokens as in :func:`estimate_tokens`, (system, user,
+    assistant) message counts). This is the hot loop: keep it free of allocations on success.
+    """
     if not messages:
-        return (
-            [("messages", "'messages' is empty; need at least one user and one assistant message")],
-            0,
-            (
-                0,
-                0,
-                0,
-            ),
-        )
+        problem = ("messages", "'messages' is empty; need at least one user and one assistant message")
+        return [problem], 0, (0, 0, 0)
     problems: list[tuple[str, str]] | None = None
-    tokens = END_OF_TEXT_TOKENS
+    size = 0  # sum of ceil(utf8_bytes / 2) over the contents
     n_system = n_user = n_assistant = 0
     prev = ""
     for i, message in enumerate(messages):
         role = message.role
         content = message.content
-        if not content or content.isspace():
-            problems = problems or []
-            what = "empty" if not content else "whitespace only"
-            problems.append((f"messages[{i}].content", f"{role} message content is {what}"))
-        tokens += (
-            TEMPLATE_TOKENS_PER_MESSAGE
-            + ((len(content) if content.isascii() else len(content.encode("utf-8", "surrogatepass"))) + 1)
-            // 2
-        )
+        size += ((len(content) if content.isascii() else len(content.encode())) + 1) >> 1
         if role == "system":
             n_system += 1
             if i:
@@ -518,7 +518,12 @@ def _check_conversation(
                 n_user += 1
             else:
                 n_assistant += 1
+        if not content or content.isspace():
+            problems = problems or []
+            what = "empty" if not content else "whitespace only"
+            problems.append((f"messages[{i}].content", f"{role} message content is {what}"))
         prev = role
+    tokens = size + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + END_OF_TEXT_TOKENS
     if not (n_user and n_assistant):
         missing = " and ".join(r for r, n in (("user", n_user), ("assistant", n_assistant)) if not n)
         problems = problems or []

@@ -25,8 +25,9 @@ pytest_plugins = ["tests.azurite"]
 
 def _functions() -> dict[str, Any]:
     import function_app
+    from devhost.functions import app_functions
 
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+    return {f.get_function_name(): f for f in app_functions(function_app.app)}
 
 
 @pytest.fixture(scope="session")

@@ -183,4 +183,6 @@ def test_readme_documents_every_setting():
     table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
     for name in Settings.model_fields:
         short = name.split("__", 1)[1] if "__" in name else None
-        assert f"`{name}`" in table or (short and f"__{short}`" in table), f"{name} missing from README settings"
+        assert f"`{name}`" in table or (short and f"__{short}`" in table), (
+            f"{name} missing from README settings"
+        )

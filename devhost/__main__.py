@@ -1,0 +1,149 @@
+"""`python -m devhost serve|up|down|status|demo` — the offline runtime's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from devhost import azurite
+from devhost.config import host_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    path = Path(args.run_dir).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the host in the foreground (Azurite is started or reused)."""
+    run_dir = _run_dir(args)
+    store = azurite.ensure(run_dir / "azurite", args.azurite_port)
+    env = host_env(run_dir, store.connection_string)
+    os.environ.update(env)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, str(ROOT))
+    from devhost.host import Host
+
+    host = Host(run_dir / "devhost.sqlite", args.port, env, module=args.app)
+    (run_dir / "devhost.pid").write_text(f"{os.getpid()}:{args.port}")
+    asyncio.run(host.serve())
+    return 0
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes] | None, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the dev host exited ({proc.returncode}); see {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/admin/host/status", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"the dev host did not answer on port {port} within {timeout_s} s; see {log}")
+
+
+def up(args: argparse.Namespace) -> int:
+    """Start the host in the background and wait until it answers."""
+    run_dir = _run_dir(args)
+    pid = _host_pid(run_dir)
+    if pid is not None:
+        print(f"dev host already running (pid {pid[0]}) on http://127.0.0.1:{pid[1]}")
+        return 0
+    log = run_dir / "devhost.log"
+    cmd = [sys.executable, "-m", "devhost", "serve", "--run-dir", str(run_dir), "--port", str(args.port),
+           "--azurite-port", str(args.azurite_port), "--app", args.app]  # fmt: skip
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_ready(args.port, proc, 60, log)
+    print(f"dev host running (pid {proc.pid}): http://127.0.0.1:{args.port}  log: {log}")
+    body = '{"dataset": "datasets/<blob>.jsonl"}'
+    print(f"  start a run:  curl -s -X POST http://127.0.0.1:{args.port}/api/runs -d '{body}'")
+    return 0
+
+
+def _host_pid(run_dir: Path) -> tuple[int, int] | None:
+    pid_file = run_dir / "devhost.pid"
+    if not pid_file.exists():
+        return None
+    pid, _, port = pid_file.read_text().partition(":")
+    return (int(pid), int(port)) if azurite.alive(int(pid)) else None
+
+
+def down(args: argparse.Namespace) -> int:
+    """Stop everything `up`/`demo` started: host, local endpoints, training jobs, Azurite."""
+    run_dir = _run_dir(args)
+    stopped = []
+    pid = _host_pid(run_dir)
+    if pid is not None:
+        os.kill(pid[0], signal.SIGTERM)
+        for _ in range(100):
+            if not azurite.alive(pid[0]):
+                break
+            time.sleep(0.05)
+        stopped.append("host")
+    (run_dir / "devhost.pid").unlink(missing_ok=True)
+    try:
+        from localml.serving import LocalServing
+
+        from core.settings import Settings
+        from localml.training import LocalTraining
+
+        settings = Settings(BACKEND="local", LOCAL_RUN_DIR=str(run_dir))
+        LocalServing(settings).stop_all()
+        LocalTraining(settings).stop_all()
+        stopped.append("local endpoints and jobs")
+    except ImportError:
+        pass
+    if azurite.stop(run_dir / "azurite"):
+        stopped.append("azurite")
+    print("stopped: " + (", ".join(stopped) or "nothing was running"))
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    url = f"http://127.0.0.1:{args.port}/runtime/webhooks/durabletask/instances/{args.instance_id}"
+    resp = httpx.get(url, params={"showHistory": str(args.history).lower()}, timeout=10)
+    print(json.dumps(resp.json(), indent=2))
+    return 0 if resp.status_code in (200, 202) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run-dir", default=os.environ.get("LOCAL_RUN_DIR", str(ROOT / ".run")))
+    common.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", "7071")))
+    common.add_argument("--azurite-port", type=int, default=int(os.environ.get("AZURITE_PORT", "10000")))
+    common.add_argument("--app", default="function_app", help="module holding the FunctionApp")
+    parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", parents=[common], help="run the host in the foreground")
+    sub.add_parser("up", parents=[common], help="start the host in the background")
+    sub.add_parser("down", parents=[common], help="stop everything the host started")
+    st = sub.add_parser("status", parents=[common], help="print an instance's durable status")
+    st.add_argument("instance_id")
+    st.add_argument("--history", action="store_true")
+    sub.add_parser("demo", parents=[common], help="the whole pipeline on the sample dataset, end to end")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from devhost.demo import run_demo
+
+        return run_demo(args)
+    return {"serve": serve, "up": up, "down": down, "status": status}[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

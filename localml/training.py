@@ -1,0 +1,516 @@
+"""`LocalTraining`: the offline `TrainingBackend`, fine-tuning a tiny Phi-3 in a background process.
+
+One folder per job under `RunPaths.jobs_dir` (`<run dir>/jobs/<job name>/`):
+
+- `spec.json`   what to train: `{"spec": FineTuneSpec, "run_dir", "max_steps", "learning_rate", "seed"}`
+                (no secrets: the storage connection reaches the job through its environment);
+- `status.json` `{"state": "Queued"|"Running"|"Completed"|"Failed"|"Canceled", "updated_at", ...}`,
+                always replaced atomically (temp file + `os.replace`) by whoever writes it: the
+                backend (Queued, Canceled, Failed when the process vanished) and the job process
+                (Running with `progress`, Completed with `run_id`/`model_uri`, Failed with `error`);
+- `process.json` the job process's pid and kernel start time (so a recycled pid is not mistaken
+                for the job);
+- `log.txt`     the job process's stdout/stderr;
+- `data/`, `tokenizer/` the downloaded splits and the trained tokenizer.
+
+The job process is `python -m localml.train_job <job dir>` (see `localml/train_job.py`), started in
+its own session so `cancel_job` can signal its whole process group.
+
+Besides the backend, two helpers for the scoring side (importable without side effects; torch,
+transformers and mlflow are imported only when they are called):
+
+- `load_model(model_ref, settings)` -> `(model, tokenizer)` of a registered model version;
+- `generate(model, tokenizer, messages, temperature, max_new_tokens)` -> the assistant's reply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.models import BlobRef, FineTuneSpec, JobInfo, JobState, ModelRef
+from core.settings import Settings
+from localml.paths import RunPaths
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "JOB_TAG",
+    "JobNotFoundError",
+    "LocalTraining",
+    "generate",
+    "job_env",
+    "load_model",
+    "read_status",
+    "write_status",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SPEC_FILE = "spec.json"
+STATUS_FILE = "status.json"
+PROCESS_FILE = "process.json"
+LOG_FILE = "log.txt"
+LOCK_FILE = ".lock"
+# Model-version tag naming the job, as the Azure ML backend writes it; lineage tags may also carry
+# "job-name" (core.naming.lineage_tags). Either one identifies "the version of this job".
+JOB_TAG = "job_name"
+JOB_TAGS = (JOB_TAG, "job-name")
+SEED = 1234
+# A Queued job whose process file is still missing after this long will never start.
+START_GRACE_S = 60.0
+# SIGTERM, then SIGKILL after this long.
+CANCEL_GRACE_S = 5.0
+
+# Environment every process of the offline stack gets (no phoning home, no hub).
+OFFLINE_ENV: dict[str, str] = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+# Settings the job process needs to read the datasets storage (it builds `Settings()` itself).
+_STORAGE_SETTINGS = (
+    "DatasetsStorage",
+    "DatasetsStorage__blobServiceUri",
+    "DatasetsStorage__accountName",
+    "DatasetsStorage__clientId",
+    "DATASETS_CONTAINER",
+)
+
+
+class JobNotFoundError(LookupError):
+    """No job of that name in this run directory."""
+
+
+# ------------------------------------------------------------------------------ status files
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` atomically: readers see the old or the new file, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_status(job_dir: Path) -> dict[str, Any] | None:
+    """The job's `status.json`, or None if it has none yet."""
+    return _read_json(job_dir / STATUS_FILE)
+
+
+def write_status(job_dir: Path, state: JobState, **fields: Any) -> dict[str, Any]:
+    """Replace the job's status with `state` (+ `fields`), atomically. Returns what was written."""
+    status = {"state": state.value, "updated_at": _now(), **fields}
+    _write_json(job_dir / STATUS_FILE, status)
+    return status
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    """The job process's environment: ours + the offline switches + the storage settings."""
+    env = {**os.environ, **OFFLINE_ENV, "BACKEND": "local"}
+    for name in _STORAGE_SETTINGS:
+        value = getattr(settings, name, None)
+        if value:
+            env[name] = str(value)
+    root = str(PROJECT_ROOT)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    return env
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (across processes)."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------ processes
+
+# Children started by this process: polling them reaps them (a finished child would otherwise
+# stay a zombie, which still answers kill(pid, 0)).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _start_time(pid: int) -> int | None:
+    """The kernel's start time of `pid` (clock ticks since boot), None if unknown / not Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])  # field 22 of /proc/<pid>/stat; fields[0] is field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def _alive(process: dict[str, Any]) -> bool:
+    """Is the process described by `process.json` still running (not exited, not a zombie)?"""
+    pid = int(process["pid"])
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            _children.pop(pid, None)
+            return False
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        stat = ""
+    if stat:
+        state = stat[stat.rfind(")") + 2 :].split()[0]
+        if state in ("Z", "X"):
+            return False
+        recorded = process.get("start_time")
+        if recorded is not None and _start_time(pid) != recorded:
+            return False  # the pid was recycled by another process
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_gone(process: dict[str, Any], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _alive(process):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _signal_group(process: dict[str, Any], sig: signal.Signals) -> None:
+    pid = int(process["pid"])
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # started with start_new_session: its pgid is its pid
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+# ------------------------------------------------------------------------------ the backend
+
+
+class LocalTraining:
+    """`TrainingBackend` over background `localml.train_job` processes and a local MLflow store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.paths = RunPaths.at(settings.LOCAL_RUN_DIR)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def job_dir(self, job_name: str) -> Path:
+        if not job_name or "/" in job_name or job_name.startswith(".") or job_name != job_name.strip():
+            raise ValueError(f"invalid job name: {job_name!r}")
+        return self.paths.jobs_dir / job_name
+
+    def log_path(self, job_name: str) -> Path:
+        return self.job_dir(job_name) / LOG_FILE
+
+    def status(self, job_name: str) -> dict[str, Any]:
+        """The raw `status.json` (progress, run id, model URI...) after `get_job`'s liveness check."""
+        self.get_job(job_name)
+        return read_status(self.job_dir(job_name)) or {"state": JobState.QUEUED.value}
+
+    # -- TrainingBackend -------------------------------------------------------------------
+
+    def submit_finetune(self, spec: FineTuneSpec) -> str:
+        """Create the job folder and start its process; if the folder exists, just return the name.
+
+        The folder appears atomically (staged under a temporary name, then renamed), so two
+        concurrent submits of the same spec create one job; the process is started under a
+        lock, so they start one process. Never waits for training.
+        """
+        job_dir = self.job_dir(spec.job_name)
+        if not job_dir.exists():
+            self.paths.jobs_dir.mkdir(parents=True, exist_ok=True)
+            staging = self.paths.jobs_dir / f".{spec.job_name}.{uuid.uuid4().hex[:8]}.staging"
+            staging.mkdir()
+            _write_json(
+                staging / SPEC_FILE,
+                {
+                    "spec": spec.model_dump(mode="json"),
+                    "run_dir": str(self.paths.root),
+                    "max_steps": self.settings.LOCAL_MAX_STEPS,
+                    "learning_rate": self.settings.LOCAL_LEARNING_RATE,
+                    "seed": SEED,
+                },
+            )
+            write_status(staging, JobState.QUEUED)
+            try:
+                staging.rename(job_dir)
+            except OSError:
+                if not job_dir.exists():
+                    raise
+                # another submit of the same job won the race
+                for leftover in staging.iterdir():
+                    leftover.unlink()
+                staging.rmdir()
+        self._ensure_started(spec.job_name)
+        return spec.job_name
+
+    def _ensure_started(self, job_name: str) -> None:
+        job_dir = self.job_dir(job_name)
+        with _locked(job_dir / LOCK_FILE):
+            if (job_dir / PROCESS_FILE).exists():
+                return
+            status = read_status(job_dir)
+            if status is not None and status.get("state") != JobState.QUEUED.value:
+                return
+            with (job_dir / LOG_FILE).open("ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "localml.train_job", str(job_dir)],
+                    cwd=PROJECT_ROOT,
+                    env=job_env(self.settings),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            _children[proc.pid] = proc
+            _write_json(
+                job_dir / PROCESS_FILE,
+                {"pid": proc.pid, "start_time": _start_time(proc.pid), "started_at": _now()},
+            )
+
+    def get_job(self, job_name: str) -> JobInfo:
+        job_dir = self.job_dir(job_name)
+        if not job_dir.is_dir():
+            raise JobNotFoundError(f"no fine-tuning job named {job_name!r} in {self.paths.jobs_dir}")
+        log = job_dir / LOG_FILE
+        status = read_status(job_dir) or {"state": JobState.QUEUED.value}
+        state = JobState(status["state"])
+        if not state.terminal:
+            process = _read_json(job_dir / PROCESS_FILE)
+            gone = False
+            if process is None:
+                age = time.time() - job_dir.stat().st_mtime
+                gone = age > START_GRACE_S
+                reason = f"training process never started; see {log}"
+            else:
+                gone = not _alive(process)
+                reason = f"training process exited unexpectedly; see {log}"
+            if gone:
+                # It may have written its final status just before exiting: read again.
+                status = read_status(job_dir) or status
+                state = JobState(status["state"])
+                if not state.terminal:
+                    status = write_status(job_dir, JobState.FAILED, error=reason)
+                    state = JobState.FAILED
+        error = status.get("error") if state is JobState.FAILED else None
+        return JobInfo(
+            name=job_name,
+            state=state,
+            raw_status=state.value,
+            error=str(error) if error else None,
+            studio_url=log.resolve().as_uri() if log.exists() else None,
+        )
+
+    def cancel_job(self, job_name: str) -> None:
+        """Stop the job's process group (SIGTERM, SIGKILL after a grace) and mark it Canceled.
+
+        No-op for an unknown or finished job. A job that finishes while being canceled keeps its
+        final status (Completed / Failed), as in Azure ML.
+        """
+        try:
+            info = self.get_job(job_name)
+        except JobNotFoundError:
+            return
+        if info.state.terminal:
+            return
+        job_dir = self.job_dir(job_name)
+        with _locked(job_dir / LOCK_FILE):  # no process starts while we cancel
+            process = _read_json(job_dir / PROCESS_FILE)
+            if process is not None and _alive(process):
+                _signal_group(process, signal.SIGTERM)
+                if not _wait_gone(process, CANCEL_GRACE_S):
+                    _signal_group(process, signal.SIGKILL)
+                    _wait_gone(process, CANCEL_GRACE_S)
+            status = read_status(job_dir) or {}
+            if not JobState(status.get("state", JobState.QUEUED.value)).terminal:
+                write_status(job_dir, JobState.CANCELED, error=None)
+
+    def register_model(self, job_name: str, model_name: str, tags: dict[str, str]) -> ModelRef:
+        """Register the job's MLflow model as a version of `model_name`, once.
+
+        A version of `model_name` tagged with this job (`job_name` or `job-name`) is reused (its
+        tags completed); otherwise a new version is created from the job's logged model, tagged
+        with `tags` + `job_name`. Raises RuntimeError unless the job is Completed.
+        """
+        info = self.get_job(job_name)
+        if info.state is not JobState.COMPLETED:
+            raise RuntimeError(f"job {job_name} is {info.raw_status}, not Completed: no model to register")
+        job_dir = self.job_dir(job_name)
+        model_uri = (read_status(job_dir) or {}).get("model_uri")
+        if not model_uri:
+            raise RuntimeError(f"job {job_name} is Completed but recorded no model URI ({job_dir})")
+        wanted = {**tags, JOB_TAG: job_name}
+
+        client = self._mlflow_client()
+        import mlflow
+
+        with _locked(job_dir / LOCK_FILE):
+            found = self._find_version(client, model_name, job_name)
+            if found is None:
+                version = mlflow.register_model(model_uri, model_name, tags=wanted).version
+                current: dict[str, str] = {}
+            else:
+                version, current = found
+            for key, value in wanted.items():
+                if current.get(key) != value:
+                    client.set_model_version_tag(model_name, str(version), key, value)
+        return ModelRef(name=model_name, version=str(version))
+
+    def data_uri(self, blob: BlobRef) -> str:
+        """The blob's URL: the job process downloads it with the datasets storage settings."""
+        if not blob.url:
+            raise ValueError(f"blob {blob.path} has no URL: the local training job cannot read it")
+        return blob.url
+
+    # -- scoring helpers -------------------------------------------------------------------
+
+    def load_model(self, model: ModelRef) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """`load_model(model, self.settings)`."""
+        return load_model(model, self.settings)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _mlflow_client(self) -> Any:
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        from mlflow import MlflowClient, set_registry_uri, set_tracking_uri
+
+        set_tracking_uri(self.paths.mlflow_uri)
+        set_registry_uri(self.paths.mlflow_uri)
+        return MlflowClient(tracking_uri=self.paths.mlflow_uri, registry_uri=self.paths.mlflow_uri)
+
+    @staticmethod
+    def _find_version(client: Any, model_name: str, job_name: str) -> tuple[int, dict[str, str]] | None:
+        from mlflow.exceptions import MlflowException
+
+        escaped = model_name.replace("'", "\\'")
+        try:
+            versions = client.search_model_versions(f"name = '{escaped}'")
+        except MlflowException:
+            return None
+        mine = [v for v in versions if any((v.tags or {}).get(t) == job_name for t in JOB_TAGS)]
+        if not mine:
+            return None
+        first = min(mine, key=lambda v: int(v.version))
+        return int(first.version), dict(first.tags or {})
+
+
+# ------------------------------------------------------------------------------ scoring helpers
+
+
+def load_model(
+    model: ModelRef, settings: Settings | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a registered model version (`models:/<name>/<version>`) as `(model, tokenizer)`.
+
+    `settings.LOCAL_RUN_DIR` says where the MLflow registry lives (default: `Settings(BACKEND=
+    "local")`, i.e. the environment). The version's artifacts are read in place from the local
+    artifact store with transformers (no copy, no pipeline): the model weights from `model/`,
+    the tokenizer from `components/tokenizer/` - the layout `mlflow.transformers` writes. The
+    model is returned in eval mode on CPU.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    paths = RunPaths.at((settings or Settings(BACKEND="local")).LOCAL_RUN_DIR)
+    client = MlflowClient(tracking_uri=paths.mlflow_uri, registry_uri=paths.mlflow_uri)
+    source = client.get_model_version_download_uri(model.name, model.version)
+    # A file: URI for the local store -> its path, no copy; anything else is downloaded.
+    local = Path(download_artifacts(artifact_uri=source, tracking_uri=paths.mlflow_uri))
+    loaded = AutoModelForCausalLM.from_pretrained(local / "model")
+    tokenizer = AutoTokenizer.from_pretrained(local / "components" / "tokenizer")
+    loaded.eval()
+    return loaded, tokenizer
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, str]],
+    temperature: float,
+    max_new_tokens: int,
+) -> str:
+    """The assistant's reply to `messages` (`[{"role", "content"}, ...]`), as plain text.
+
+    The prompt is the chat template with the generation prompt (`...<|assistant|>\\n`), cut from
+    the left if needed so prompt + reply fit the model's positions. Greedy when `temperature`
+    <= 0, else sampling at that temperature (top-p 0.95). Generation stops at `<|end|>` or
+    `<|endoftext|>`; special tokens are removed and the text stripped.
+    """
+    import torch
+
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids: list[int] = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    max_new_tokens = max(1, int(max_new_tokens))
+    limit = int(getattr(model.config, "max_position_embeddings", 512))
+    max_new_tokens = min(max_new_tokens, limit // 2)
+    ids = ids[-(limit - max_new_tokens) :]
+    end_ids = [
+        i for i in (tokenizer.convert_tokens_to_ids("<|end|>"), tokenizer.eos_token_id) if i is not None
+    ]
+    input_ids = torch.tensor([ids], dtype=torch.long)
+    options: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "eos_token_id": end_ids,
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_ids[-1],
+    }
+    if temperature > 0:
+        options.update(do_sample=True, temperature=float(temperature), top_p=0.95, top_k=0)
+    else:
+        options.update(do_sample=False)
+    with torch.inference_mode():
+        output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **options)
+    new = output[0, input_ids.shape[1] :].tolist()
+    for stop in end_ids:
+        if stop in new:
+            new = new[: new.index(stop)]
+    return str(tokenizer.decode(new, skip_special_tokens=True)).strip()
