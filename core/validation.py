@@ -395,13 +395,17 @@ class _Sha256:
 
     hashlib releases the GIL while hashing, so on a machine with a second core the digest costs the
     validating thread almost nothing. The first chunk is hashed inline (a file of one chunk never
-    starts a thread); later ones go through a bounded queue (at most `_HASH_QUEUE` chunks waiting).
-    Use as a context manager: leaving it always stops the thread.
+    starts a thread); later ones are queued, at most `_HASH_QUEUE` at a time (`update` blocks
+    when that many are waiting). C-level `SimpleQueue`s keep the hand-off cheap. Use as a context
+    manager: leaving it always stops the thread.
     """
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_HASH_QUEUE)
+        self._work: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._slots: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(_HASH_QUEUE):
+            self._slots.put(None)
         self._thread: threading.Thread | None = None
         self._started = False
         self._error: BaseException | None = None
@@ -416,21 +420,24 @@ class _Sha256:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="validation-sha256", daemon=True)
             self._thread.start()
-        self._queue.put(chunk)
+        self._slots.get()
+        self._work.put(chunk)
 
     def _run(self) -> None:
         update = self._hash.update
-        get = self._queue.get
+        get = self._work.get
+        release = self._slots.put
         while (chunk := get()) is not None:
             if self._error is None:
                 try:
                     update(chunk)
                 except BaseException as exc:  # keep draining so the producer never blocks
                     self._error = exc
+            release(None)
 
     def _stop(self) -> None:
         if self._thread is not None:
-            self._queue.put(None)
+            self._work.put(None)
             self._thread.join()
             self._thread = None
 

@@ -23,6 +23,7 @@ import azure.functions as func
 
 # EventType / ActionType ints (DESIGN §4).
 ORCHESTRATOR_STARTED, EXECUTION_STARTED, ORCHESTRATOR_COMPLETED = 12, 0, 13
+EXECUTION_COMPLETED, EXECUTION_FAILED = 1, 2
 TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 4, 5, 6
 TIMER_CREATED, TIMER_FIRED, EVENT_RAISED, CONTINUE_AS_NEW = 10, 11, 15, 16
 CALL_ACTIVITY, CALL_ACTIVITY_WITH_RETRY, A_CONTINUE_AS_NEW, CREATE_TIMER = 0, 1, 4, 5
@@ -272,6 +273,10 @@ class Replayer:
             steps.append(Step(new_actions, result.custom_status, len(history.events), generation))
 
             if result.is_done or result.error is not None:
+                if result.error is not None:
+                    history.add(EXECUTION_FAILED, self.clock, Reason=result.error)
+                elif not continued:
+                    history.add(EXECUTION_COMPLETED, self.clock, Result=json.dumps(result.output))
                 histories.append(history.events)
                 if continued:
                     generation += 1
