@@ -35,8 +35,8 @@ def _from_settings() -> Backends:
         return Backends(training=aml, serving=aml, connections=aml, datasets=datasets)
     from backends import local  # the offline stack (devhost); heavy imports stay out of Azure
 
-    offline = local.build(settings)
-    return Backends(training=offline, serving=offline, connections=offline, datasets=datasets)
+    training, serving = local.build(settings)
+    return Backends(training=training, serving=serving, connections=serving, datasets=datasets)
 
 
 def current() -> Backends:

@@ -98,9 +98,8 @@ def down(args: argparse.Namespace) -> int:
         stopped.append("host")
     (run_dir / "devhost.pid").unlink(missing_ok=True)
     try:
-        from localml.serving import LocalServing
-
         from core.settings import Settings
+        from localml.serving import LocalServing
         from localml.training import LocalTraining
 
         settings = Settings(BACKEND="local", LOCAL_RUN_DIR=str(run_dir))

@@ -19,7 +19,6 @@ from typing import Any
 
 import azure.functions as func
 
-
 _INDEXED: dict[int, list[Any]] = {}
 
 

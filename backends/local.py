@@ -1,0 +1,14 @@
+"""The offline backend: the same protocols as backends/azureml.py, served by the local stack
+(localml/): a tiny Phi-3 fine-tuned on CPU in a background process, an MLflow registry, scoring
+servers behind an endpoint front, and a promptflow-devkit custom connection."""
+
+from __future__ import annotations
+
+from core.settings import Settings
+from localml.serving import LocalServing
+from localml.training import LocalTraining
+
+
+def build(settings: Settings) -> tuple[LocalTraining, LocalServing]:
+    """(TrainingBackend, ServingBackend + ConnectionStore) over `settings.LOCAL_RUN_DIR`."""
+    return LocalTraining(settings), LocalServing(settings)
