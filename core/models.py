@@ -203,6 +203,8 @@ class JobInfo(Frozen):
     raw_status: str
     error: str | None = None
     studio_url: str | None = None
+    # Latest progress the service reports, e.g. {"step": 120, "total_steps": 300, "train_loss": 2.31}.
+    metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class ModelRef(Frozen):

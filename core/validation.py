@@ -218,9 +218,11 @@ def validate_file(
     limit = MAX_LINE_BYTES
     whitespace = _WHITESPACE
 
-    lineno = nonblank = examples = relaxed = 0
+    lineno = relaxed = 0
     blank_count = first_blank = crlf_count = first_crlf = 0
-    token_counts: list[int] = []
+    token_counts: list[int] = []  # one per valid example
+    append_tokens = token_counts.append
+    check = _check_conversation
     tok_max = tok_max_line = 0
     n_system = n_user = n_assistant = 0
 
@@ -259,7 +261,6 @@ def validate_file(
             if not chunk:  # end of file
                 if skipped >= 0:  # a final "\r" counts as a terminator, as for any last line
                     lineno += 1
-                    nonblank += 1
                     add(lineno, "", f"line is {skipped - skipped_cr} bytes; limit 8 MiB")
                     break
                 if not carry:
@@ -278,7 +279,6 @@ def validate_file(
                 elif skipped >= 0:
                     cr = chunk[nl - 1] == 13 if nl else skipped_cr
                     lineno += 1
-                    nonblank += 1
                     add(lineno, "", f"line is {skipped + nl - cr} bytes; limit 8 MiB")
                     skipped = -1
                     segments.append((chunk, nl + 1))
@@ -296,20 +296,18 @@ def validate_file(
                     start = pos
                     pos = nl + 1
                     lineno += 1
-                    end = nl
-                    crlf = end > start and buf[end - 1] == 13
-                    if crlf:
-                        end -= 1
+                    if nl > start and buf[nl - 1] == 13:  # CRLF
+                        end = nl - 1
+                        crlf_count += 1
+                        if not first_crlf:
+                            first_crlf = lineno
+                    else:
+                        end = nl
                     if end == start or (buf[start] in whitespace and buf[start:end].isspace()):
                         blank_count += 1
                         if not first_blank:
                             first_blank = lineno
                         continue
-                    nonblank += 1
-                    if crlf:
-                        crlf_count += 1
-                        if not first_crlf:
-                            first_crlf = lineno
                     if end - start > limit:
                         add(lineno, "", f"line is {end - start} bytes; limit 8 MiB")
                         continue
@@ -328,18 +326,17 @@ def validate_file(
                         if relaxed == _RELAX_AFTER:
                             decode = _decode_relaxed
 
-                    problems, tokens, counts = _check_conversation(record.messages, max_tokens)
+                    problems, tokens, n_sys, n_usr, n_ast = check(record.messages, max_tokens)
                     if problems:
                         for field, message in problems:
                             add(lineno, field, message)
                         continue
-                    examples += 1
-                    token_counts.append(tokens)
+                    append_tokens(tokens)
                     if tokens > tok_max:
                         tok_max, tok_max_line = tokens, lineno
-                    n_system += counts[0]
-                    n_user += counts[1]
-                    n_assistant += counts[2]
+                    n_system += n_sys
+                    n_user += n_usr
+                    n_assistant += n_ast
                 if pos < len(buf):  # only the last segment can end without a newline
                     carry = buf[pos:]
                 view.release()
@@ -371,6 +368,8 @@ def validate_file(
                 file=name,
             )
         )
+    nonblank = lineno - blank_count
+    examples = len(token_counts)
     if nonblank == 0:
         add(0, "", "file is empty")
     elif nonblank < min_examples:
@@ -487,15 +486,15 @@ def _sniff_format(first: bytes) -> str | None:
 
 def _check_conversation(
     messages: list[_Message], max_tokens: int
-) -> tuple[list[tuple[str, str]] | None, int, tuple[int, int, int]]:
+) -> tuple[list[tuple[str, str]] | None, int, int, int, int]:
     """Conversation rules on a type-checked line.
 
-    Returns (problems or None, estimated tokens as in :func:`estimate_tokens`, (system, user,
-    assistant) message counts). This is the hot loop: keep it free of allocations on success.
+    Returns (problems or None, estimated tokens as in :func:`estimate_tokens`, then the numbers of
+    system, user and assistant messages). This is the hot loop: keep it free of allocations on success.
     """
     if not messages:
         problem = ("messages", "'messages' is empty; need at least one user and one assistant message")
-        return [problem], 0, (0, 0, 0)
+        return [problem], 0, 0, 0, 0
     problems: list[tuple[str, str]] | None = None
     size = 0  # sum of ceil(utf8_bytes / 2) over the contents
     n_system = n_user = n_assistant = 0
@@ -550,7 +549,7 @@ def _check_conversation(
                 f"conversation is about {tokens} tokens (conservative estimate); limit is {max_tokens}",
             )
         )
-    return problems, tokens, (n_system, n_user, n_assistant)
+    return problems, tokens, n_system, n_user, n_assistant
 
 
 # --- slow path: say precisely what is wrong with a line msgspec rejected -----------------------

@@ -47,6 +47,8 @@ for _name, _value in (
 ):
     os.environ.setdefault(_name, _value)
 
+import warnings  # noqa: E402
+
 import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import get_scheduler  # noqa: E402
@@ -73,6 +75,10 @@ EVAL_EXAMPLES = 64
 EVAL_BATCH = 16
 EVALS_PER_RUN = 5
 TRAIN_LOGS_PER_RUN = 30
+
+
+# peft 0.21 still calls transformers' deprecated `is_gradient_checkpointing` (transformers 5).
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 class Terminated(BaseException):
@@ -255,6 +261,7 @@ class Job:
             num_training_steps=total_steps,
         )
 
+        _log("model built; opening MLflow")
         experiment_id = _experiment_id(self.paths, spec.output_model_prefix)
         tags = {**spec.tags, JOB_TAG: spec.job_name, "mlflow.runName": spec.job_name}
         with mlflow.start_run(experiment_id=experiment_id, run_name=spec.job_name, tags=tags) as run:

@@ -340,12 +340,19 @@ class LocalTraining:
                     status = write_status(job_dir, JobState.FAILED, error=reason)
                     state = JobState.FAILED
         error = status.get("error") if state is JobState.FAILED else None
+        progress = status.get("progress") or {}
+        metrics = {
+            k: float(v)
+            for k, v in progress.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         return JobInfo(
             name=job_name,
             state=state,
             raw_status=state.value,
             error=str(error) if error else None,
             studio_url=log.resolve().as_uri() if log.exists() else None,
+            metrics=metrics,
         )
 
     def cancel_job(self, job_name: str) -> None:

@@ -234,7 +234,12 @@ class FinetuneRun:
                 )
             wait_s = min(p.next_poll_s, max(1, policy.deadline_s - int(elapsed)))
             next_at = self.now + timedelta(seconds=wait_s)
-            self.status("training", studio_url=job.studio_url, next_poll_at=next_at.isoformat())
+            self.status(
+                "training",
+                studio_url=job.studio_url,
+                metrics=job.metrics or None,
+                next_poll_at=next_at.isoformat(),
+            )
             yield self.ctx.create_timer(next_at)
             p.next_poll_s = policy.next_interval(p.next_poll_s)
             polls_here += 1

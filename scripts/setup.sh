@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Creates .venv (Python >= 3.11, installed with uv) and the Azurite emulator under .tools/.
 # Idempotent: re-running only installs what changed.
-#   scripts/setup.sh dev       app + test tools (what `make test` and CI use)
+#   scripts/setup.sh full      app + offline stack + test tools (default; `make test`, `make demo`, CI)
+#   scripts/setup.sh dev       app + test tools only (no torch): enough for the Azure-path tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile="${1:-dev}"
+profile="${1:-full}"
 AZURITE_VERSION="3.35.0"
 
 python_bin="${PYTHON:-}"
@@ -19,8 +20,9 @@ fi
 [ -n "$python_bin" ] || { echo "setup: Python >= 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
 
 case "$profile" in
+  full) reqs=(requirements-offline.txt requirements-dev.txt) ;;
   dev) reqs=(requirements-dev.txt) ;;
-  *) echo "setup: unknown profile '$profile' (use: dev)" >&2; exit 2 ;;
+  *) echo "setup: unknown profile '$profile' (use: full or dev)" >&2; exit 2 ;;
 esac
 
 if [ ! -x .venv/bin/python ]; then
@@ -35,6 +37,15 @@ stamp=".venv/.installed-$profile"
 want="$(cat "${reqs[@]}" requirements.txt | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing ${reqs[*]} with uv"
+  if [ "$profile" = full ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    # torch first, with pip: pip honours the machine's wheel caches/indexes, and TORCH_INDEX_URL
+    # (e.g. https://download.pytorch.org/whl/cpu) picks the small CPU build instead of PyPI's
+    # CUDA build on Linux. uv then sees the pin satisfied and leaves it alone.
+    torch_pin="$(grep -E '^torch==' requirements-offline.txt | cut -d' ' -f1)"
+    echo "setup: installing $torch_pin"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+      ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$torch_pin"
+  fi
   args=()
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   .venv/bin/uv pip install --quiet --python .venv/bin/python "${args[@]}"
