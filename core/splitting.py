@@ -77,7 +77,11 @@ def split_file(
 
 
 def _examples(f: BinaryIO) -> Iterator[bytes]:
-    """Non-blank lines, normalised: BOM dropped, CRLF -> LF, always ending with "\\n"."""
+    """Non-blank lines, normalised: BOM dropped, CRLF -> LF, always ending with "\\n".
+
+    Same notion of line and blank line as :func:`core.validation.validate_file`. Lines are read
+    whole: the input is expected to have passed validation (no line over 8 MiB).
+    """
     first = True
     for raw in f:
         line = raw
@@ -89,6 +93,10 @@ def _examples(f: BinaryIO) -> Iterator[bytes]:
             continue
         if line.endswith(b"\r\n"):
             line = line[:-2] + b"\n"
-        elif not line.endswith(b"\n"):
+        elif line.endswith(b"\n"):
+            pass
+        elif line.endswith(b"\r"):  # last line, no newline: its "\r" is a terminator too
+            line = line[:-1] + b"\n"
+        else:
             line += b"\n"
         yield line

@@ -222,7 +222,7 @@ def validate_file(
     blank_count = first_blank = crlf_count = first_crlf = 0
     token_counts: list[int] = []  # one per valid example
     append_tokens = token_counts.append
-    check = _check_conversation
+    fast_check = _passes
     tok_max = tok_max_line = 0
     n_system = n_user = n_assistant = 0
 
@@ -326,11 +326,16 @@ def validate_file(
                         if relaxed == _RELAX_AFTER:
                             decode = _decode_relaxed
 
-                    problems, tokens, n_sys, n_usr, n_ast = check(record.messages, max_tokens)
-                    if problems:
-                        for field, message in problems:
-                            add(lineno, field, message)
-                        continue
+                    messages = record.messages
+                    passed = fast_check(messages, max_tokens)
+                    if passed is None:  # something is wrong: find out what, slowly
+                        problems, *counts = _check_conversation(messages, max_tokens)
+                        if problems:
+                            for field, message in problems:
+                                add(lineno, field, message)
+                            continue
+                        passed = (counts[0], counts[1], counts[2], counts[3])
+                    tokens, n_sys, n_usr, n_ast = passed
                     append_tokens(tokens)
                     if tokens > tok_max:
                         tok_max, tok_max_line = tokens, lineno
@@ -339,7 +344,6 @@ def validate_file(
                     n_assistant += n_ast
                 if pos < len(buf):  # only the last segment can end without a newline
                     carry = buf[pos:]
-                view.release()
 
             if at_eof:
                 break
@@ -380,12 +384,15 @@ def validate_file(
             "(one for training and one for validation)",
         )
 
-    report = _report(name, errs, warnings, lineno, examples, sha256)
-    return report.model_copy(
-        update={
-            "tokens": _token_stats(token_counts, tok_max, tok_max_line),
-            "role_counts": {"system": n_system, "user": n_user, "assistant": n_assistant},
-        }
+    return _report(
+        name,
+        errs,
+        warnings,
+        lineno,
+        examples,
+        sha256,
+        tokens=_token_stats(token_counts, tok_max, tok_max_line),
+        role_counts={"system": n_system, "user": n_user, "assistant": n_assistant},
     )
 
 
@@ -460,6 +467,9 @@ def _report(
     lines: int,
     examples: int,
     sha256: str,
+    *,
+    tokens: TokenStats | None = None,
+    role_counts: dict[str, int] | None = None,
 ) -> ValidationReport:
     return ValidationReport(
         file=name,
@@ -470,6 +480,8 @@ def _report(
         errors=errs.errors,
         warnings=warnings,
         sha256=sha256,
+        tokens=tokens or TokenStats(),
+        role_counts=role_counts or {},
     )
 
 
@@ -484,13 +496,44 @@ def _sniff_format(first: bytes) -> str | None:
     return None
 
 
+def _passes(messages: list[_Message], max_tokens: int) -> tuple[int, int, int, int] | None:
+    """The hot loop: (estimated tokens, system, user, assistant counts) if the conversation
+    breaks no rule, else None (then :func:`_check_conversation` says what is wrong)."""
+    size = n_system = n_user = n_assistant = 0  # size: sum of ceil(utf8_bytes / 2)
+    prev = ""
+    for message in messages:
+        content = message.content
+        if not content or content.isspace():
+            return None
+        size += ((len(content) if content.isascii() else len(content.encode())) + 1) >> 1
+        role = message.role
+        if role == prev:
+            return None
+        if role == "user":
+            n_user += 1
+        elif role == "assistant":
+            n_assistant += 1
+        else:
+            n_system += 1
+        prev = role
+    tokens = size + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + END_OF_TEXT_TOKENS
+    if (
+        prev != "assistant"
+        or not n_user
+        or n_system > (messages[0].role == "system")  # at most one system message, and first
+        or tokens > max_tokens
+    ):
+        return None
+    return tokens, n_system, n_user, n_assistant
+
+
 def _check_conversation(
     messages: list[_Message], max_tokens: int
 ) -> tuple[list[tuple[str, str]] | None, int, int, int, int]:
     """Conversation rules on a type-checked line.
 
     Returns (problems or None, estimated tokens as in :func:`estimate_tokens`, then the numbers of
-    system, user and assistant messages). This is the hot loop: keep it free of allocations on success.
+    system, user and assistant messages). Run only on lines that :func:`_passes` rejected.
     """
     if not messages:
         problem = ("messages", "'messages' is empty; need at least one user and one assistant message")

@@ -20,6 +20,15 @@ from devhost.store import Store
 log = logging.getLogger("devhost")
 
 
+def _bind_durable_client_session() -> None:
+    """The SDK's DurableOrchestrationClient keeps one module-level aiohttp session (and lock), bound
+    to the event loop that first used it. Reset them so they bind to this host's loop."""
+    from azure.durable_functions.models.utils import http_utils
+
+    http_utils._client_session = None
+    http_utils._session_lock = asyncio.Lock()
+
+
 class Host:
     def __init__(
         self,
@@ -47,6 +56,7 @@ class Host:
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
         self._wake = asyncio.Event()
+        _bind_durable_client_session()
         runner = web.AppRunner(build_app(self.engine, self.index, self.binding, self.wake), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()

@@ -24,7 +24,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -110,12 +109,13 @@ class FrontHandler(JsonHandler):
                 return
             name = pinned
         else:
-            weighted = [(d, int(w)) for d, w in config.get("traffic", {}).items() if int(w) > 0 and d in routes]
+            weighted = [
+                (d, int(w)) for d, w in config.get("traffic", {}).items() if int(w) > 0 and d in routes
+            ]
             if not weighted:
                 self.error(
                     HTTPStatus.SERVICE_UNAVAILABLE,
-                    "no deployment has traffic; set traffic or name one in the "
-                    f"{DEPLOYMENT_HEADER} header",
+                    f"no deployment has traffic; set traffic or name one in the {DEPLOYMENT_HEADER} header",
                 )
                 return
             name = random.choices([d for d, _ in weighted], weights=[w for _, w in weighted])[0]
@@ -137,11 +137,13 @@ class FrontHandler(JsonHandler):
             response = conn.getresponse()
             data = response.read()
             content_type = response.getheader("Content-Type", "application/json")
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self.error(HTTPStatus.REQUEST_TIMEOUT, f"deployment {deployment} did not answer in time", tag)
             return
         except (OSError, http.client.HTTPException) as e:
-            self.error(HTTPStatus.BAD_GATEWAY, f"deployment {deployment} unreachable: {type(e).__name__}", tag)
+            self.error(
+                HTTPStatus.BAD_GATEWAY, f"deployment {deployment} unreachable: {type(e).__name__}", tag
+            )
             return
         finally:
             conn.close()

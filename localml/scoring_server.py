@@ -212,9 +212,14 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     do_DELETE = do_PATCH = do_PUT
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Supervisors poll /health; only log it when it is not OK.
+        if self.path != "/health" or code != HTTPStatus.OK:
+            super().log_request(code, size)
+
+    def log_message(self, format: str, *args: Any) -> None:
         # The request line and status only; never headers (the front receives the endpoint key).
-        sys.stderr.write(f"{time.strftime('%H:%M:%S')} {self.command} {self.path} {format % args}\n")
+        sys.stderr.write(f"{time.strftime('%H:%M:%S')} {format % args}\n")
 
 
 def bind(server_cls: type[ThreadingHTTPServer], port: int, handler: type[BaseHTTPRequestHandler]) -> Any:

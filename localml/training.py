@@ -134,6 +134,13 @@ def write_status(job_dir: Path, state: JobState, **fields: Any) -> dict[str, Any
     return status
 
 
+def _update_status(job_dir: Path, state: JobState, **fields: Any) -> dict[str, Any]:
+    """`write_status` keeping what the job recorded so far (run id, progress...)."""
+    current = read_status(job_dir) or {}
+    kept = {k: v for k, v in current.items() if k not in ("state", "updated_at", "error")}
+    return write_status(job_dir, state, **{**kept, **fields})
+
+
 def job_env(settings: Settings) -> dict[str, str]:
     """The job process's environment: ours + the offline switches + the storage settings."""
     env = {**os.environ, **OFFLINE_ENV, "BACKEND": "local"}
@@ -198,10 +205,9 @@ def _alive(process: dict[str, Any]) -> bool:
         state = stat[stat.rfind(")") + 2 :].split()[0]
         if state in ("Z", "X"):
             return False
+        # A different start time means the pid was recycled by another process.
         recorded = process.get("start_time")
-        if recorded is not None and _start_time(pid) != recorded:
-            return False  # the pid was recycled by another process
-        return True
+        return recorded is None or _start_time(pid) == recorded
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -337,14 +343,12 @@ class LocalTraining:
                 status = read_status(job_dir) or status
                 state = JobState(status["state"])
                 if not state.terminal:
-                    status = write_status(job_dir, JobState.FAILED, error=reason)
+                    status = _update_status(job_dir, JobState.FAILED, error=reason)
                     state = JobState.FAILED
         error = status.get("error") if state is JobState.FAILED else None
         progress = status.get("progress") or {}
         metrics = {
-            k: float(v)
-            for k, v in progress.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
+            k: float(v) for k, v in progress.items() if isinstance(v, int | float) and not isinstance(v, bool)
         }
         return JobInfo(
             name=job_name,
@@ -377,7 +381,7 @@ class LocalTraining:
                     _wait_gone(process, CANCEL_GRACE_S)
             status = read_status(job_dir) or {}
             if not JobState(status.get("state", JobState.QUEUED.value)).terminal:
-                write_status(job_dir, JobState.CANCELED, error=None)
+                _update_status(job_dir, JobState.CANCELED)
 
     def register_model(self, job_name: str, model_name: str, tags: dict[str, str]) -> ModelRef:
         """Register the job's MLflow model as a version of `model_name`, once.

@@ -156,8 +156,7 @@ TOPICS: tuple[Topic, ...] = (
         (
             (
                 "Can I make it longer than 30 minutes?",
-                "No. Keep warm always stops after 30 minutes to save energy and protect the heating "
-                "element.",
+                "No. Keep warm always stops after 30 minutes to save energy and protect the heating element.",
             ),
         ),
     ),
@@ -176,8 +175,7 @@ TOPICS: tuple[Topic, ...] = (
         (
             (
                 "Can I use citric acid instead of vinegar?",
-                "Yes. Use two tablespoons of citric acid in 1 litre of water and follow the same "
-                "steps.",
+                "Yes. Use two tablespoons of citric acid in 1 litre of water and follow the same steps.",
             ),
         ),
     ),
@@ -209,8 +207,7 @@ TOPICS: tuple[Topic, ...] = (
             "Why does my kettle show E1?",
             "How do I fix an E1 error on the K2?",
         ),
-        "E1 means the water is below the minimum fill. Add at least 0.5 litres and press Power "
-        "again.",
+        "E1 means the water is below the minimum fill. Add at least 0.5 litres and press Power again.",
         (
             (
                 "It shows E1 even when full.",
@@ -233,8 +230,7 @@ TOPICS: tuple[Topic, ...] = (
         (
             (
                 "E2 came back. What should I do?",
-                "Stop using the kettle and contact Contoso support; the K2 may need a repair under "
-                "warranty.",
+                "Stop using the kettle and contact Contoso support; the K2 may need a repair under warranty.",
             ),
         ),
     ),
@@ -510,7 +506,9 @@ def write(out: Path, count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED) -> in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help="conversations (default %(default)s)")
+    parser.add_argument(
+        "--count", type=int, default=DEFAULT_COUNT, help="conversations (default %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed (default %(default)s)")
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="output JSONL (default data/sample/chats.jsonl)"

@@ -119,7 +119,7 @@ def test_every_line_exactly_once_in_file_order(tmp_path: Path) -> None:
 
 def test_normalises_bom_crlf_blank_lines_and_final_newline(tmp_path: Path) -> None:
     lines = [example(i) for i in range(6)]
-    raw = b"\xef\xbb\xbf" + lines[0] + b"\r\n\r\n" + b"\n".join(lines[1:5]) + b"\n \t\n" + lines[5]
+    raw = b"\xef\xbb\xbf" + lines[0] + b"\r\n\r\n" + b"\n".join(lines[1:5]) + b"\n \t\n" + lines[5] + b"\r"
     src = tmp_path / "odd.jsonl"
     src.write_bytes(raw)
     report = validate_file(src)

@@ -432,6 +432,29 @@ def test_estimate_tokens_at_least_words_plus_template(messages: list[tuple[list[
     assert estimate_tokens(pairs) >= words + 4 * len(pairs)
 
 
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["system", "user", "assistant"]),
+            st.one_of(st.text(max_size=30), st.sampled_from(["", " ", "\n\t", "\u3000"])),
+        ),
+        max_size=7,
+    ),
+    st.integers(1, 60),
+)
+def test_fast_path_agrees_with_the_detailed_check(pairs: list[tuple[str, str]], max_tokens: int) -> None:
+    messages = [validation._Message(role=r, content=c) for r, c in pairs]  # type: ignore[arg-type]
+    fast = validation._passes(messages, max_tokens)
+    problems, tokens, n_system, n_user, n_assistant = validation._check_conversation(messages, max_tokens)
+    if fast is None:
+        assert problems
+    else:
+        assert problems is None
+        assert fast == (tokens, n_system, n_user, n_assistant)
+        assert tokens == estimate_tokens(pairs)
+
+
 # --- property: arbitrary damage never raises and always points inside the file ----------------
 
 ROLE_STRINGS = [b'"user"', b'"assistant"', b'"system"', b'"bot"', b'"User"', b'""', b"1", b"null", b'"user']

@@ -20,7 +20,7 @@ from promptflow.connections import CustomConnection
 
 try:
     from promptflow.core import tool
-except ImportError:  # promptflow < 1.7 runtimes only had the top-level decorator
+except ImportError:  # older promptflow runtimes, before the promptflow.core package
     from promptflow import tool  # type: ignore[no-redef]
 
 TEMPERATURE = 0.7

@@ -36,7 +36,7 @@ def mini(context: df.DurableOrchestrationContext):
     retry = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=3)
     a = yield context.call_activity_with_retry("double", retry, 5)
     context.set_custom_status({"a": a, "generation": generation})
-    yield context.create_timer(context.current_utc_datetime + timedelta(seconds=30))
+    yield context.create_timer(context.current_utc_datetime + timedelta(seconds=state.get("timer_s", 30)))
     b = yield context.call_sub_orchestrator("child", a)
     fan = yield context.task_all([context.call_activity("double", i) for i in range(3)])
     if state.get("wait_for_event"):
