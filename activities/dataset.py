@@ -21,7 +21,9 @@ def _unreadable(blob: BlobRef, message: str) -> ValidationReport:
     return ValidationReport(file=blob.path, ok=False, examples=0, lines=0, error_count=1, errors=[issue])
 
 
-def _check(store: DatasetStore, blob: BlobRef, dest: Path, cfg: RunConfig) -> ValidationReport:
+def _check(
+    store: DatasetStore, blob: BlobRef, dest: Path, cfg: RunConfig, min_examples: int
+) -> ValidationReport:
     try:
         store.download(blob, dest)
     except FileNotFoundError:
@@ -30,7 +32,13 @@ def _check(store: DatasetStore, blob: BlobRef, dest: Path, cfg: RunConfig) -> Va
         return _unreadable(
             blob, "blob was overwritten after this run started; the new upload starts its own run"
         )
-    return validate_file(dest, display_name=blob.path, max_tokens=cfg.max_tokens, max_errors=cfg.max_errors)
+    return validate_file(
+        dest,
+        display_name=blob.path,
+        max_tokens=cfg.max_tokens,
+        max_errors=cfg.max_errors,
+        min_examples=min_examples,
+    )
 
 
 @activity
@@ -43,9 +51,10 @@ def validate_dataset(payload: Payload) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
         work = Path(tmp)
-        reports = [_check(store, dataset, work / "dataset.jsonl", cfg)]
+        # A dataset to split needs 2 examples; with a separate validation file, 1 in each will do.
+        reports = [_check(store, dataset, work / "dataset.jsonl", cfg, 1 if given else 2)]
         if given is not None:
-            reports.append(_check(store, given, work / "validation.jsonl", cfg))
+            reports.append(_check(store, given, work / "validation.jsonl", cfg, 1))
         if not all(r.ok for r in reports):
             return DatasetOutcome(ok=False, reports=reports).model_dump(mode="json")
 

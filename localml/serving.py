@@ -53,7 +53,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -68,6 +68,9 @@ from localml.scoring_server import (
     PORT_IN_USE_MARKER,
     SERVER_RECORD_FILE,
 )
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +106,12 @@ MAX_ERROR_CHARS = 300
 # - promptflow/_sdk/_utilities/general_utils.py: connection secrets are Fernet-encrypted with a key
 #   kept in the `keyring` ("promptflow"/"encryption_key"); keyrings.alt's PlaintextKeyring keeps it
 #   in $XDG_DATA_HOME/python_keyring/keyring_pass.cfg (keyring/util/platform_.py).
+# - promptflow/_sdk/_version_hint_utils.py: `pf flow test` asks PyPI for the latest version unless
+#   HOME/pf_version_check.json has a `last_check_time` under 7 days old.
 KEYRING_BACKEND = "keyrings.alt.file.PlaintextKeyring"
 PF_CONFIG_FILE = "pf.yaml"
+PF_VERSION_CHECK_FILE = "pf_version_check.json"
+LOOPBACK = ("127.0.0.1", "localhost")
 
 Record = dict[str, Any]
 
@@ -125,14 +132,21 @@ def promptflow_env(paths: RunPaths) -> dict[str, str]:
     - PYTHON_KEYRING_BACKEND: keyrings.alt's PlaintextKeyring (no OS keyring offline / in CI).
     - XDG_DATA_HOME: where PlaintextKeyring keeps the Fernet key that encrypts connection secrets:
       `<promptflow_home>/python_keyring/keyring_pass.cfg`, so the key lives with the DB it opens.
+    - NO_PROXY / no_proxy (+ 127.0.0.1, localhost): the flow's tool calls the loopback endpoint.
+
+    Telemetry has no environment switch in promptflow-devkit 1.18.5; it is the `pf.yaml` setting.
     """
     home = paths.promptflow_home
     _prepare_promptflow_home(home)
-    return {
+    env = {
         "PF_HOME_DIRECTORY": str(home),
         "PYTHON_KEYRING_BACKEND": KEYRING_BACKEND,
         "XDG_DATA_HOME": str(home),
     }
+    for name in ("NO_PROXY", "no_proxy"):
+        current = [h for h in os.environ.get(name, "").split(",") if h.strip()]
+        env[name] = ",".join(current + [h for h in LOOPBACK if h not in current])
+    return env
 
 
 def keyring_file(paths: RunPaths) -> Path:
@@ -142,6 +156,16 @@ def keyring_file(paths: RunPaths) -> Path:
 
 def _prepare_promptflow_home(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
+    # A fresh "last checked" stamp (promptflow's format, local time): no PyPI lookup offline.
+    check_path = home / PF_VERSION_CHECK_FILE
+    try:
+        check = json.loads(check_path.read_text())
+        check = check if isinstance(check, dict) else {}
+    except (FileNotFoundError, ValueError):
+        check = {}
+    check["last_check_time"] = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
+    _write_atomic(check_path, json.dumps(check).encode())
+
     config_path = home / PF_CONFIG_FILE
     try:
         import yaml  # PyYAML, a promptflow-devkit dependency
@@ -375,6 +399,7 @@ def _error_of(text: str) -> str:
 class LocalServing:
     """`ServingBackend` + `ConnectionStore` on local processes; see the module docstring.
 
+    `paths`: the run directory, or the `Settings` naming it (`LOCAL_RUN_DIR`).
     `loader` is the scoring servers' model loader, `"module:function"` (None: the real one,
     `localml.scoring_server:load_training_model`); it is stored with each deployment, so a
     restarted server loads the same way. `scoring_server.ECHO_LOADER` serves an echo model.
@@ -382,13 +407,16 @@ class LocalServing:
 
     def __init__(
         self,
-        paths: RunPaths,
+        paths: RunPaths | Settings,
         *,
         loader: str | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
         score_timeout_s: float = SCORE_TIMEOUT_S,
         http: httpx.Client | None = None,
     ) -> None:
+        if not isinstance(paths, RunPaths):  # Settings: the run dir (and, if set, a loader) from it
+            loader = loader or getattr(paths, "LOCAL_SCORING_LOADER", None)
+            paths = RunPaths.at(paths.LOCAL_RUN_DIR)
         self.paths = paths
         self.root = paths.serving_dir
         self.root.mkdir(parents=True, exist_ok=True)

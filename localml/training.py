@@ -173,6 +173,13 @@ def _locked(path: Path) -> Iterator[None]:
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def _reap() -> None:
+    """Collect children of ours that have exited (so none lingers as a zombie)."""
+    for pid, child in list(_children.items()):
+        if child.poll() is not None:
+            _children.pop(pid, None)
+
+
 def _start_time(pid: int) -> int | None:
     """The kernel's start time of `pid` (clock ticks since boot), None if unknown / not Linux."""
     try:
@@ -268,6 +275,7 @@ class LocalTraining:
         concurrent submits of the same spec create one job; the process is started under a
         lock, so they start one process. Never waits for training.
         """
+        _reap()
         job_dir = self.job_dir(spec.job_name)
         if not job_dir.exists():
             self.paths.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -322,6 +330,7 @@ class LocalTraining:
             )
 
     def get_job(self, job_name: str) -> JobInfo:
+        _reap()
         job_dir = self.job_dir(job_name)
         if not job_dir.is_dir():
             raise JobNotFoundError(f"no fine-tuning job named {job_name!r} in {self.paths.jobs_dir}")
@@ -471,14 +480,21 @@ def load_model(
     from mlflow import MlflowClient
     from mlflow.artifacts import download_artifacts
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     paths = RunPaths.at((settings or Settings(BACKEND="local")).LOCAL_RUN_DIR)
     client = MlflowClient(tracking_uri=paths.mlflow_uri, registry_uri=paths.mlflow_uri)
     source = client.get_model_version_download_uri(model.name, model.version)
     # A file: URI for the local store -> its path, no copy; anything else is downloaded.
     local = Path(download_artifacts(artifact_uri=source, tracking_uri=paths.mlflow_uri))
-    loaded = AutoModelForCausalLM.from_pretrained(local / "model")
-    tokenizer = AutoTokenizer.from_pretrained(local / "components" / "tokenizer")
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in a server's log
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(local / "model")
+        tokenizer = AutoTokenizer.from_pretrained(local / "components" / "tokenizer")
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     loaded.eval()
     return loaded, tokenizer
 

@@ -505,53 +505,80 @@ READ_CONNECTION = textwrap.dedent(
 
 
 def read_connection(paths: RunPaths, name: str, home: Path) -> dict[str, Any]:
-    """Read a connection back the way the demo / `pf flow test` would: a fresh process."""
+    """Read a connection back the way the demo / `pf flow test` would: a fresh process with
+    `promptflow_env` and an empty HOME of its own (nothing may land in ~/.promptflow or ~/.local)."""
     env = os.environ | promptflow_env(paths) | {"HOME": str(home), "PYTHONPATH": str(PROJECT_ROOT)}
     done = subprocess.run(
         [sys.executable, "-c", READ_CONNECTION, name], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "visualstudio.com" not in done.stderr  # no telemetry upload attempt
+    assert list(home.iterdir()) == []
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_publish_connection_writes_a_custom_connection_under_the_run_dir(
-    serving: LocalServing, paths: RunPaths, tmp_path: Path
+def test_publish_connection_writes_a_custom_connection_under_each_run_dir(
+    serving: LocalServing, tmp_path: Path
 ) -> None:
-    create_endpoint(serving)
-    uri = serving.publish_connection("phi3-finetuned", ENDPOINT)
-    assert uri == serving.get_endpoint(ENDPOINT).scoring_uri
-
-    home = tmp_path / "home"  # a HOME of its own: nothing may land in ~/.promptflow or ~/.local
-    home.mkdir()
-    seen = read_connection(paths, "phi3-finetuned", home)
-    assert seen["type"] == "CustomConnection"
-    assert seen["configs"] == {"endpoint": uri}
-    assert seen["secrets"] == {"key": key_of(serving)}
-    assert Path(seen["home"]) == paths.promptflow_home.resolve()
-    assert seen["telemetry"] is False
-    assert list(home.iterdir()) == []
-    assert (paths.promptflow_home / "pf.sqlite").is_file()
-    assert keyring_file(paths).is_file()
-
-    # Updating is idempotent and in place.
-    assert serving.publish_connection("phi3-finetuned", ENDPOINT) == uri
-    assert read_connection(paths, "phi3-finetuned", home)["configs"] == {"endpoint": uri}
-
-
-def test_publish_connection_keeps_each_run_dir_apart(tmp_path: Path) -> None:
-    """promptflow fixes its home once per process; a second run dir is published from a child."""
+    """Run A publishes (twice: update in place), then run B. promptflow fixes its home once per
+    process, so at least B goes through a child process; each run's store holds its own connection."""
+    other = LocalServing(RunPaths.at(tmp_path / "run-b"), loader=ECHO_LOADER)
     home = tmp_path / "home"
     home.mkdir()
-    seen: dict[str, Any] = {}
-    backends = [LocalServing(RunPaths.at(tmp_path / d), loader=ECHO_LOADER) for d in ("run-a", "run-b")]
     try:
-        for backend in backends:
-            create_endpoint(backend)
-            uri = backend.publish_connection("phi3-finetuned", ENDPOINT)
-            seen[uri] = read_connection(backend.paths, "phi3-finetuned", home)
-            assert seen[uri]["configs"] == {"endpoint": uri}
-            assert seen[uri]["secrets"] == {"key": key_of(backend)}
+        create_endpoint(serving)
+        create_endpoint(other)
+        uri = serving.publish_connection("phi3-finetuned", ENDPOINT)
+        assert uri == serving.get_endpoint(ENDPOINT).scoring_uri
+        assert serving.publish_connection("phi3-finetuned", ENDPOINT) == uri
+        other_uri = other.publish_connection("phi3-finetuned", ENDPOINT)
+        assert other_uri == other.get_endpoint(ENDPOINT).scoring_uri != uri
+
+        for backend, expected in ((serving, uri), (other, other_uri)):
+            seen = read_connection(backend.paths, "phi3-finetuned", home)
+            assert seen["type"] == "CustomConnection"
+            assert seen["configs"] == {"endpoint": expected}
+            assert seen["secrets"] == {"key": key_of(backend)}
+            assert Path(seen["home"]) == backend.paths.promptflow_home.resolve()
+            assert seen["telemetry"] is False
+            assert (backend.paths.promptflow_home / "pf.sqlite").is_file()
+            assert keyring_file(backend.paths).is_file()
     finally:
-        for backend in backends:
-            backend.stop_all()
-    assert len(seen) == 2
+        other.stop_all()
+
+    from promptflow._sdk._constants import HOME_PROMPT_FLOW_DIR
+
+    if Path(HOME_PROMPT_FLOW_DIR).resolve() == serving.paths.promptflow_home.resolve():
+        from promptflow.client import PFClient  # published in this process: readable here too
+
+        here = PFClient().connections.get("phi3-finetuned", with_secrets=True)
+        assert here.configs["endpoint"] == uri and here.secrets["key"] == key_of(serving)
+
+
+def test_promptflow_env_keeps_everything_in_the_run_dir(paths: RunPaths) -> None:
+    import yaml
+
+    env = promptflow_env(paths)
+    home = paths.promptflow_home
+    assert env["PF_HOME_DIRECTORY"] == str(home)
+    assert env["PYTHON_KEYRING_BACKEND"] == "keyrings.alt.file.PlaintextKeyring"
+    assert keyring_file(paths) == Path(env["XDG_DATA_HOME"]) / "python_keyring" / "keyring_pass.cfg"
+    assert "127.0.0.1" in env["NO_PROXY"].split(",") and "localhost" in env["no_proxy"].split(",")
+    config = yaml.safe_load((home / "pf.yaml").read_text())
+    assert config["telemetry"]["enabled"] is False and config["trace"]["destination"] == "none"
+    assert "last_check_time" in json.loads((home / "pf_version_check.json").read_text())
+
+    config["trace"]["destination"] = "local"  # a user's choice survives; telemetry stays off
+    config["telemetry"]["enabled"] = True
+    (home / "pf.yaml").write_text(yaml.safe_dump(config))
+    promptflow_env(paths)
+    again = yaml.safe_load((home / "pf.yaml").read_text())
+    assert again["trace"]["destination"] == "local" and again["telemetry"]["enabled"] is False
+
+
+def test_settings_name_the_run_dir(tmp_path: Path) -> None:
+    from core.settings import Settings
+
+    backend = LocalServing(Settings(BACKEND="local", LOCAL_RUN_DIR=str(tmp_path / "from-settings")))
+    assert backend.paths.root == (tmp_path / "from-settings").resolve()
+    assert backend.get_endpoint(ENDPOINT).state is PS.NOT_FOUND
