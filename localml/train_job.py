@@ -44,6 +44,7 @@ for _name, _value in (
     ("HF_HUB_OFFLINE", "1"),
     ("TRANSFORMERS_OFFLINE", "1"),
     ("TOKENIZERS_PARALLELISM", "false"),
+    ("OMP_NUM_THREADS", "1"),
 ):
     os.environ.setdefault(_name, _value)
 
@@ -68,6 +69,7 @@ from localml.tiny_phi3 import (  # noqa: E402
 from localml.tokenizer import build_tokenizer, conversation_texts  # noqa: E402
 from localml.training import JOB_TAG, SPEC_FILE, _locked, read_status, write_status  # noqa: E402
 
+TORCH_THREADS = 1
 LORA_R = 16
 LORA_ALPHA = 32
 # How many validation conversations the periodic eval scores (a bounded, fixed sample).
@@ -205,7 +207,10 @@ class Job:
         spec = self.spec
         hp = spec.hyperparameters
         self.status(JobState.RUNNING, progress={"step": 0, "total_steps": None, "phase": "preparing"})
-        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        # One thread: the matrices are tiny (hidden 128), so a second thread bought nothing at batch
+        # size 1 (300 steps: 1.7 s either way) and, with the host, Azurite or a scoring server busy on
+        # the other core, two spinning OpenMP threads were 2-7x slower than one.
+        torch.set_num_threads(TORCH_THREADS)
         torch.manual_seed(self.seed)
 
         _log(f"job {spec.job_name}: downloading data")

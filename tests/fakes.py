@@ -143,7 +143,9 @@ class FakeAzure:
         if blob.etag and blob.etag != self.etags[key]:
             from backends.blob_store import BlobChangedError
 
-            raise BlobChangedError(f"{blob.path} changed")
+            raise BlobChangedError(
+                f"{blob.path} changed", container=blob.container, name=blob.name, status_code=412
+            )
         dest.write_bytes(self.blobs[key])
 
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:

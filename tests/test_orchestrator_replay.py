@@ -360,3 +360,35 @@ def test_replay_is_deterministic(orchestrator_handler, activity_functions, setti
         return json.dumps([result.histories, result.custom_statuses, result.output])
 
     assert once() == once()
+
+
+def test_given_validation_file_is_used_as_is(orchestrator_handler, activity_functions, azure, settings):
+    from core.models import RunRequest
+    from orchestrators.state import RunInput
+    from tests.fakes import ultrachat_lines
+
+    train = azure.put_blob("datasets", "chats/train.jsonl", ultrachat_lines(12))
+    holdout = azure.put_blob("datasets", "chats/holdout.jsonl", ultrachat_lines(1))
+    request = RunRequest(dataset=train, validation=holdout, config=settings.run_config(), source="http")
+    result = replay(
+        orchestrator_handler, activity_functions, RunInput(request=request).model_dump(mode="json")
+    )
+
+    assert result.output["status"] == "completed"
+    assert (result.output["train_examples"], result.output["validation_examples"]) == (12, 1)
+    spec = next(iter(azure.jobs.values()))
+    assert spec.training_data.endswith("chats/train.jsonl")
+    assert spec.validation_data.endswith("chats/holdout.jsonl")
+    assert not any("_splits" in name for _, name in azure.blobs)
+
+
+def test_blob_replaced_after_the_event_is_invalid(
+    orchestrator_handler, activity_functions, azure, make_input
+):
+    input_ = make_input()
+    azure.put_blob("datasets", "chats/support.jsonl", b"replaced\n")  # new ETag: a new run will handle it
+    result = replay(orchestrator_handler, activity_functions, input_)
+
+    assert result.output["status"] == "invalid_dataset"
+    assert "overwritten after this run started" in result.output["reason"]
+    assert azure.jobs == {}
