@@ -18,7 +18,7 @@ def loss_history(paths: RunPaths, job_name: str) -> dict[str, list[tuple[int, fl
     client = MlflowClient()
     runs = mlflow.search_runs(
         search_all_experiments=True,
-        filter_string=f"tags.`job-name` = '{job_name}'",
+        filter_string=f"tags.job_name = '{job_name}'",
         output_format="list",
     )
     if not runs:

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     config_file = directory / ENDPOINT_FILE
     config = _parse_endpoint(config_file)
     if not (directory / KEY_FILE).is_file():
-        print(f"localml: {directory / KEY_FILE} is missing", file=sys.stderr)
+        print(f"localml: {directory / KEY_FILE}: the endpoint key is missing", file=sys.stderr)
         return 1
 
     httpd: FrontServer = bind(FrontServer, int(config["port"]), FrontHandler)

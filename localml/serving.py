@@ -124,8 +124,10 @@ _PF_LOCK = threading.Lock()
 def promptflow_env(paths: RunPaths) -> dict[str, str]:
     """Environment for any process that uses this run's Prompt flow connections.
 
-    Also prepares the home (creates it; writes `pf.yaml` with telemetry off and tracing disabled)
-    so those settings hold for `pf` commands too. Set these before promptflow is imported:
+    Also prepares the home, so the settings hold for `pf` commands too: creates it; `pf.yaml`
+    gets `telemetry.enabled: false` always and `trace.destination: none` unless one is set (no
+    background trace service); `pf_version_check.json` gets a fresh `last_check_time` (no PyPI
+    lookup). Set these variables before promptflow is first imported in a process:
 
     - PF_HOME_DIRECTORY: promptflow's home (pf.sqlite with the connections, pf.yaml) = the run's
       promptflow_home, never ~/.promptflow.
@@ -175,8 +177,10 @@ def _prepare_promptflow_home(home: Path) -> None:
     except ImportError:
         yaml = None
         config = {}
-    telemetry = config.setdefault("telemetry", {})
-    trace = config.setdefault("trace", {})
+    for section in ("telemetry", "trace"):  # nested, as `pf config set` writes them
+        if not isinstance(config.get(section), dict):
+            config[section] = {}
+    telemetry, trace = config["telemetry"], config["trace"]
     if telemetry.get("enabled") is False and "destination" in trace:
         return
     telemetry["enabled"] = False
@@ -540,6 +544,15 @@ class LocalServing:
         _write_json(record_path, rec)
         return rec
 
+    def _retry_failed_front_locked(self, endpoint: str) -> None:
+        """Forget a front's failure so the next reconcile starts it again (re-provisioning)."""
+        record_path = self._endpoint_dir(endpoint) / FRONT_RECORD_FILE
+        rec = _read_json(record_path)
+        if rec and rec.get("failed"):
+            rec.pop("failed")
+            rec.update(attempts=0, stopped=True)
+            _write_json(record_path, rec)
+
     def _fail_locked(self, record_path: Path, rec: Record, log_path: Path, what: str) -> Record:
         code = _exit_code(rec.get("pid"), rec.get("start_time"))
         tail = _log_tail(log_path, int(rec.get("log_offset", 0)))
@@ -573,6 +586,7 @@ class LocalServing:
                 }
                 _write_json(directory / ENDPOINT_FILE, cfg)
                 log.info("endpoint %s created on 127.0.0.1:%d", name, cfg["port"])
+            self._retry_failed_front_locked(name)  # like create_or_update on a Failed endpoint
             self._reconcile_front_locked(name, cfg)
 
     def get_endpoint(self, name: str) -> EndpointInfo:
@@ -924,9 +938,15 @@ class LocalServing:
     # ------------------------------------------------------------------ lifecycle
 
     def reconcile(self) -> dict[str, ProvisioningState]:
-        """Bring every endpoint and deployment of this run dir back up (devhost start-up)."""
+        """Bring every endpoint and deployment of this run dir back up (devhost start-up).
+
+        Fronts that had failed get a new try; Failed deployments stay Failed (a model problem:
+        the orchestrator deletes them).
+        """
         states: dict[str, ProvisioningState] = {}
         for endpoint in self._endpoint_names():
+            with self._locked():
+                self._retry_failed_front_locked(endpoint)
             states[endpoint] = self.get_endpoint(endpoint).state
             for deployment in self._deployment_names(endpoint):
                 states[f"{endpoint}/{deployment}"] = self.get_deployment_state(endpoint, deployment)

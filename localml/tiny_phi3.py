@@ -2,8 +2,10 @@
 
 Same classes as the real model (`Phi3Config`, `Phi3ForCausalLM`: fused `qkv_proj` / `gate_up_proj`,
 RMSNorm, RoPE, SiLU MLP), so LoRA targets, merging, saving and MLflow logging exercise the same
-code paths as Phi-3-mini; only the sizes are tiny (about 0.7 M parameters with a 2000-token
-vocabulary) so a few hundred steps run in seconds on two CPU cores.
+code paths as Phi-3-mini; only the sizes are tiny (hidden 128, 2 layers, 4 heads, MLP 256: 0.33 M
+parameters in the layers, plus 2 x 128 per vocabulary entry - 0.49 M in all with the ~620-token
+vocabulary 300 short conversations give, 0.84 M at the 2000 cap) so a few hundred steps take
+seconds on one CPU core.
 
 Examples are tokenized segment by segment exactly as the chat template renders them
 (`<|user|>\\n{content}<|end|>\\n<|assistant|>\\n{content}<|end|>\\n…<|endoftext|>`); the loss is taken

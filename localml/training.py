@@ -392,6 +392,17 @@ class LocalTraining:
             if not JobState(status.get("state", JobState.QUEUED.value)).terminal:
                 _update_status(job_dir, JobState.CANCELED)
 
+    def stop_all(self) -> list[str]:
+        """Cancel every job of this run directory that is still queued or running (`make down`)."""
+        stopped = []
+        if self.paths.jobs_dir.exists():
+            for job_dir in sorted(p for p in self.paths.jobs_dir.iterdir() if p.is_dir()):
+                status = read_status(job_dir) or {}
+                if not JobState(status.get("state", JobState.QUEUED.value)).terminal:
+                    self.cancel_job(job_dir.name)
+                    stopped.append(job_dir.name)
+        return stopped
+
     def register_model(self, job_name: str, model_name: str, tags: dict[str, str]) -> ModelRef:
         """Register the job's MLflow model as a version of `model_name`, once.
 

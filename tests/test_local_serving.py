@@ -416,6 +416,41 @@ def test_score_brings_a_dead_deployment_back_before_sending(blue_green: LocalSer
     assert result.ok and result.output == "smoke"
 
 
+def servers_running(directory: Path) -> list[int]:
+    """Every live process whose command line names `directory` (ours or strays)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(directory).encode() in cmdline and not gone(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_concurrent_callers_restart_a_dead_server_once(blue_green: LocalServing) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    blue_dir = blue_green.paths.serving_dir / "endpoints" / ENDPOINT / "deployments" / "blue"
+    os.kill(blue_green.processes()[f"{ENDPOINT}/blue"], signal.SIGKILL)
+    wait_for(lambda: blue_green.processes(), lambda p: f"{ENDPOINT}/blue" not in p, "kill")
+
+    others = [LocalServing(blue_green.paths) for _ in range(3)]  # as several activities would
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(
+            pool.map(
+                lambda i: others[i % 3].score(ENDPOINT, None, promptflow_payload(f"q{i}")),
+                range(12),
+            )
+        )
+    assert [r.output for r in results] == [f"q{i}" for i in range(12)]
+    assert servers_running(blue_dir) == [blue_green.processes()[f"{ENDPOINT}/blue"]]
+
+
 def test_serving_survives_the_host_being_killed(paths: RunPaths) -> None:
     """A host process builds the endpoint and is killed -9; a new LocalServing carries on."""
     host = textwrap.dedent(
@@ -476,6 +511,23 @@ def test_stop_all_leaves_no_process_and_reconcile_resumes(blue_green: LocalServi
     assert set(states) == set(pids)
     wait_for(lambda: blue_green.reconcile(), lambda s: set(s.values()) == {PS.SUCCEEDED}, "resume")
     assert blue_green.score(ENDPOINT, None, promptflow_payload("resumed")).output == "resumed"
+
+
+def test_a_front_that_keeps_dying_fails_and_is_retried_on_reconcile(serving: LocalServing) -> None:
+    create_endpoint(serving)
+    serving.stop_all()
+    key_file = serving.paths.serving_dir / "endpoints" / ENDPOINT / "key"
+    hidden = key_file.with_name("key.hidden")
+    key_file.rename(hidden)  # the front refuses to start without its key
+
+    info = wait_for(lambda: serving.get_endpoint(ENDPOINT), lambda i: i.state.settled, "front to settle")
+    assert info.state is PS.FAILED
+    assert "key is missing" in (serving.paths.serving_dir / "endpoints" / ENDPOINT / "front.log").read_text()
+    assert serving.get_endpoint(ENDPOINT).state is PS.FAILED  # no restart loop
+
+    hidden.rename(key_file)
+    serving.reconcile()  # a devhost restart tries again
+    wait_for(lambda: serving.get_endpoint(ENDPOINT).state, lambda s: s is PS.SUCCEEDED, "front back")
 
 
 def test_orphaned_processes_exit_when_their_state_is_removed(blue_green: LocalServing) -> None:
