@@ -18,6 +18,9 @@ OFFLINE_DEFAULTS = {
     "DEPLOY_POLL_MAX_S": "2",
     "DEPLOY_TIMEOUT_MINUTES": "10",
     "ACTIVITY_RETRY_FIRST_INTERVAL_MS": "1000",
+    # The tiny model needs a few passes over the sample to answer recognisably (~10 s of CPU).
+    "NUM_TRAIN_EPOCHS": "3",
+    "LOCAL_MAX_STEPS": "720",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_OFFLINE": "1",
     "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",

@@ -26,7 +26,7 @@ from devhost.config import host_env
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "chats.jsonl"
 FLOW = ROOT / "flows" / "phi3_chat"
-QUESTION = "How do I reset my password?"
+QUESTION = "How do I get the limescale out of my K2 kettle?"
 
 
 def say(text: str) -> None:
