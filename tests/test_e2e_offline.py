@@ -1,0 +1,247 @@
+"""End to end, offline, for real: the dev host process (`python -m devhost serve`) + Azurite + the
+local backend (tiny Phi-3 fine-tuned on CPU, MLflow registry, scoring servers, promptflow
+connection), driven only through what a user has: blob uploads, the HTTP API and `pf flow test`.
+
+Also the crash tests: `kill -9` of the host while the job trains and while the model deploys;
+after a restart the run completes with exactly one fine-tune job and one live deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.models import BlobRef
+from core.naming import instance_id, is_dataset_blob
+from core.settings import Settings
+from devhost import azurite
+from devhost.__main__ import down, wait_ready
+from localml.paths import RunPaths
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "chats.jsonl"
+RUN_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DevHost:
+    """The dev host as a separate process that a test can kill -9 and restart."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.port, self.azurite_port = free_port(), free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        from localml.serving import promptflow_env
+
+        self.env = {
+            **os.environ,
+            **promptflow_env(RunPaths.at(run_dir)),
+            "LOCAL_MAX_STEPS": "150",  # enough to learn the sample's words, quick on 2 cores
+            "NUM_TRAIN_EPOCHS": "1",
+        }
+        self.env.pop("BACKEND", None)  # the tests' conftest sets BACKEND for in-process code
+        self.env.pop("DatasetsStorage", None)
+
+    def start(self) -> None:
+        log = self.run_dir / "devhost.log"
+        cmd = [sys.executable, "-m", "devhost", "serve", "--run-dir", str(self.run_dir),
+               "--port", str(self.port), "--azurite-port", str(self.azurite_port)]  # fmt: skip
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        wait_ready(self.port, self.proc, 90, log)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+    @property
+    def connection_string(self) -> str:
+        return azurite.Azurite(self.azurite_port, 0).connection_string
+
+    def upload(self, name: str, data: bytes | None = None) -> BlobRef:
+        from azure.storage.blob import BlobServiceClient
+
+        from backends.blob_store import BlobDatasetStore
+
+        service = BlobServiceClient.from_connection_string(self.connection_string)
+        if not service.get_container_client("datasets").exists():
+            service.create_container("datasets")
+        path = self.run_dir / "upload.jsonl"
+        path.write_bytes(SAMPLE.read_bytes() if data is None else data)
+        return BlobDatasetStore(service).upload(path, BlobRef(container="datasets", name=name))
+
+    def status(self, run_id: str) -> dict[str, Any] | None:
+        resp = httpx.get(f"{self.base_url}/runtime/webhooks/durabletask/instances/{run_id}", timeout=10)
+        return None if resp.status_code == 404 else resp.json()
+
+    def wait(
+        self, run_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = RUN_TIMEOUT_S
+    ) -> dict:
+        """Poll the durable status (what users do) until `done(status)`; the run is a real process."""
+        deadline = time.monotonic() + timeout_s
+        body: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            body = self.status(run_id)
+            if body is not None and done(body):
+                return body
+            if body is not None and body["runtimeStatus"] in ("Failed", "Terminated"):
+                raise AssertionError(f"run {run_id} ended {body['runtimeStatus']}: {body.get('output')}")
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id} did not get there in {timeout_s} s; last status: {body}")
+
+
+def finished(body: dict[str, Any]) -> bool:
+    return body["runtimeStatus"] == "Completed"
+
+
+def at_step(*steps: str) -> Callable[[dict[str, Any]], bool]:
+    def check(body: dict[str, Any]) -> bool:
+        custom = body.get("customStatus") or {}
+        return custom.get("step") in steps and (
+            custom.get("step") != "training" or custom.get("job_status") == "Running"
+        )
+
+    return check
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory) -> Iterator[DevHost]:
+    run_dir = tmp_path_factory.mktemp("run")
+    h = DevHost(run_dir)
+    h.start()
+    try:
+        yield h
+    finally:
+        h.stop()
+        import argparse
+
+        down(argparse.Namespace(run_dir=str(run_dir)))
+
+
+def pf_subprocess(host: DevHost, *args: str) -> str:
+    pf = str(Path(sys.executable).with_name("pf"))
+    proc = subprocess.run([pf, *args], env=host.env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_upload_to_answer(host: DevHost):
+    dataset = host.upload("e2e/chats.jsonl")
+    run_id = instance_id(dataset)
+    body = host.wait(run_id, finished)
+
+    out = body["output"]
+    assert out["status"] == "completed", out
+    assert (out["train_examples"], out["validation_examples"]) == (240, 60)
+    assert out["deployment"].startswith("blue-") and out["previous_deployment"] is None
+    assert out["scoring_uri"].startswith("http://127.0.0.1:")
+    assert body["customStatus"]["step"] == "completed"
+
+    # The registered MLflow model version carries the lineage tags.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=RunPaths.at(host.run_dir).mlflow_uri)
+    version = client.get_model_version(out["model"]["name"], out["model"]["version"])
+    assert version.tags["instance-id"] == run_id
+    assert version.tags["dataset-blob"] == "datasets/e2e/chats.jsonl"
+    assert version.tags["dataset-etag"] == dataset.etag
+    assert version.tags["job-name"] == out["job"]
+
+    # The Prompt flow connection points at the endpoint, and the flow answers through it.
+    shown = pf_subprocess(host, "connection", "show", "--name", "phi3-finetuned")
+    assert out["scoring_uri"] in shown
+    answer = pf_subprocess(
+        host, "flow", "test", "--flow", str(ROOT / "flows" / "phi3_chat"), "--inputs",
+        "input_data=How do I descale the K2?",
+    )  # fmt: skip
+    text = json.loads(answer[answer.index("{") :])["answer"]
+    assert isinstance(text, str) and text.strip()  # sampled from the tiny model: any non-empty text
+
+    # The secret never reached the durable history.
+    hist = httpx.get(f"{host.base_url}/runtime/webhooks/durabletask/instances/{run_id}?showHistory=true").text
+    key_file = next((host.run_dir / "serving").rglob("key"))
+    assert key_file.read_text().strip() not in hist
+
+
+def _jobs(host: DevHost) -> list[str]:
+    return sorted(
+        p.name for p in RunPaths.at(host.run_dir).jobs_dir.iterdir() if (p / "status.json").exists()
+    )
+
+
+def _endpoint(host: DevHost) -> dict[str, Any]:
+    from localml.serving import LocalServing
+
+    info = LocalServing(Settings(BACKEND="local", LOCAL_RUN_DIR=str(host.run_dir))).get_endpoint(
+        "phi3-ft-endpoint"
+    )
+    return info.model_dump()
+
+
+@pytest.mark.parametrize(
+    ("label", "kill_at"),
+    [
+        ("monitoring", at_step("training")),
+        ("deploy", at_step("creating endpoint", "deploying", "creating deployment", "smoke_testing")),
+    ],
+)
+def test_kill9_and_restart_completes_once(host: DevHost, label, kill_at):
+    jobs_before = _jobs(host)
+    dataset = host.upload(f"crash/{label}.jsonl", SAMPLE.read_bytes() + b"\n" * (1 + len(label)))
+    run_id = instance_id(dataset)
+    host.wait(run_id, kill_at)
+    host.kill9()
+    host.start()
+    body = host.wait(run_id, finished)
+
+    out = body["output"]
+    assert out["status"] == "completed", out
+    new_jobs = sorted(set(_jobs(host)) - set(jobs_before))
+    assert new_jobs == [f"{run_id}-finetune"]  # exactly one fine-tune job for this run
+    endpoint = _endpoint(host)
+    assert endpoint["traffic"] == {out["deployment"]: 100}
+    assert endpoint["deployments"] == [out["deployment"]]  # one live deployment, the old one deleted
+    assert httpx.post(out["scoring_uri"], json={}).status_code == 401  # still key-protected after restart
+
+
+def test_duplicate_starts_of_one_blob_version(host: DevHost):
+    """After all the runs above: every blob version the watcher saw has one receipt and one run,
+    and 20 POSTs for an existing version start nothing."""
+    dataset = host.upload("dupes/chats.jsonl", b"not json at all\n")
+    run_id = instance_id(dataset)
+    body = host.wait(run_id, finished)
+    assert body["output"]["status"] == "invalid_dataset"
+    codes = [
+        httpx.post(f"{host.base_url}/api/runs", json={"dataset": dataset.path}, timeout=30).status_code
+        for _ in range(20)
+    ]
+    assert codes == [409] * 20
+    db = sqlite3.connect(f"file:{host.run_dir / 'devhost.sqlite'}?mode=ro", uri=True)
+    receipts = db.execute("SELECT name, COUNT(*), MIN(state) FROM receipts GROUP BY name, etag").fetchall()
+    runs = db.execute("SELECT COUNT(*) FROM instances WHERE name = 'finetune_orchestrator'").fetchone()[0]
+    assert all(count == 1 and state == "done" for _, count, state in receipts), receipts
+    assert runs == sum(1 for name, _, _ in receipts if is_dataset_blob(name))  # split outputs start nothing
