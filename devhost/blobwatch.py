@@ -82,14 +82,14 @@ class BlobWatcher:
                 on_fired()
             await asyncio.sleep(self.interval_s)
 
-    async def scan(self, watch: Watch) -> int:
-        """Fire the function for every blob version without a 'done' receipt; return how many fired."""
+    async def scan(self, watch: Watch) -> list[str]:
+        """Fire the function for every blob version without a 'done' receipt; return their names."""
         blobs = await asyncio.to_thread(self._list, watch)
-        fired = 0
+        fired = []
         for blob in blobs:
             if not watch.pattern.fullmatch(blob.name) or not self._claim(watch.container, blob):
                 continue
-            fired += 1
+            fired.append(blob.name)
             await self._fire(watch, blob)
         return fired
 

@@ -29,6 +29,14 @@ def _bind_durable_client_session() -> None:
     http_utils._session_lock = asyncio.Lock()
 
 
+async def _close_durable_client_session() -> None:
+    from azure.durable_functions.models.utils import http_utils
+
+    if http_utils._client_session is not None:
+        await http_utils._client_session.close()
+        http_utils._client_session = None
+
+
 class Host:
     def __init__(
         self,
@@ -79,6 +87,7 @@ class Host:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
+            await _close_durable_client_session()
             self.store.close()
 
     @property
