@@ -53,6 +53,7 @@ from core.models import (
     ProvisioningState,
     ScoreResult,
 )
+from core.payload import output_of
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,7 @@ def _short(text: str, limit: int, *, hide_queries: bool = False) -> str:
     """Scrub secrets (known keys, credential-shaped strings; URL query strings if asked), cap length."""
     if hide_queries:
         text = _URL_QUERY.sub(r"\1?***", text)
-    text = redact.scrub(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return redact.shorten(text, limit)
 
 
 def job_state(raw_status: str | None) -> JobState:
@@ -500,7 +500,7 @@ class AzureMLBackend:
             return ScoreResult(
                 ok=True,
                 status_code=response.status_code,
-                output=_short(_output_of(text), MAX_OUTPUT_CHARS),
+                output=_short(output_of(text), MAX_OUTPUT_CHARS),
                 latency_ms=latency_ms,
             )
         reason = response.reason_phrase or "error"
@@ -549,18 +549,6 @@ def custom_connection(*, name: str, endpoint_uri: str, key: str) -> WorkspaceCon
         metadata={"endpoint": endpoint_uri, **PROMPTFLOW_CONNECTION_TYPE},
         is_shared=False,
     )
-
-
-def _output_of(text: str) -> str:
-    """The `output` of a JSON object body (as the seed's Prompt flow tool reads it), else the body."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(data, dict) and "output" in data:
-        out = data["output"]
-        return out if isinstance(out, str) else json.dumps(out)
-    return text
 
 
 def build(settings: Settings) -> AzureMLBackend:

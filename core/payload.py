@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 TEMPERATURE = 0.7
@@ -16,3 +17,16 @@ def promptflow_payload(input_data: str) -> dict[str, Any]:
             "parameters": {"temperature": TEMPERATURE, "max_new_tokens": MAX_NEW_TOKENS},
         }
     }
+
+
+def output_of(body: str) -> str:
+    """The answer in a scoring response, read as the seed's tool does (`response.json()["output"]`);
+    the raw body when it is not a JSON object with `output`."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict) and "output" in data:
+        out = data["output"]
+        return out if isinstance(out, str) else json.dumps(out)
+    return body

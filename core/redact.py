@@ -36,3 +36,9 @@ def scrub(text: str) -> str:
     for pattern in _PATTERNS:
         text = pattern.sub(lambda m: m.group(1) + MASK, text)
     return text
+
+
+def shorten(text: str, limit: int) -> str:
+    """Scrub `text`, then cap it at `limit` characters (for messages that travel into history)."""
+    text = scrub(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,9 +39,25 @@ def serve(args: argparse.Namespace) -> int:
     from devhost.host import Host
 
     host = Host(run_dir / "devhost.sqlite", args.port, env, module=args.app)
+    if env.get("BACKEND") == "local":
+        # After a crash or a reboot: bring the local endpoints back before runs poll them.
+        threading.Thread(target=_reconcile_local_serving, args=(run_dir,), daemon=True).start()
     (run_dir / "devhost.pid").write_text(f"{os.getpid()}:{args.port}")
     asyncio.run(host.serve())
     return 0
+
+
+def _reconcile_local_serving(run_dir: Path) -> None:
+    from core.settings import Settings
+    from localml.serving import LocalServing
+
+    try:
+        states = LocalServing(Settings(BACKEND="local", LOCAL_RUN_DIR=str(run_dir))).reconcile()
+    except Exception:
+        logging.getLogger("devhost").exception("restoring local endpoints failed")
+        return
+    if states:
+        logging.getLogger("devhost").info("local endpoints: %s", {k: v.value for k, v in states.items()})
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes] | None, timeout_s: float, log: Path) -> None:

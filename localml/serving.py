@@ -59,6 +59,8 @@ import httpx
 
 from core import redact
 from core.models import DeploymentSpec, EndpointInfo, ProvisioningState, ScoreResult
+from core.payload import output_of
+from core.redact import shorten
 from localml.endpoint_front import DEPLOYMENT_HEADER, ENDPOINT_FILE, FRONT_RECORD_FILE, KEY_FILE
 from localml.paths import RunPaths
 from localml.scoring_server import (
@@ -368,23 +370,6 @@ def _healthy(port: int, pid: int | None) -> bool:
 
 
 # ============================================================================ scoring result helpers
-
-
-def _short(text: str, limit: int) -> str:
-    text = redact.scrub(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _output_of(text: str) -> str:
-    """The `output` of a JSON object body (as the seed's Prompt flow tool reads it), else the body."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(data, dict) and "output" in data:
-        out = data["output"]
-        return out if isinstance(out, str) else json.dumps(out)
-    return text
 
 
 def _error_of(text: str) -> str:
@@ -855,7 +840,7 @@ class LocalServing:
             return ScoreResult(
                 ok=True,
                 status_code=response.status_code,
-                output=_short(_output_of(text), MAX_OUTPUT_CHARS),
+                output=shorten(output_of(text), MAX_OUTPUT_CHARS),
                 latency_ms=latency_ms,
             )
         reason = response.reason_phrase or "error"
@@ -863,8 +848,8 @@ class LocalServing:
         return ScoreResult(
             ok=False,
             status_code=response.status_code,
-            output=_short(text, MAX_OUTPUT_CHARS) if text else None,
-            error=_short(
+            output=shorten(text, MAX_OUTPUT_CHARS) if text else None,
+            error=shorten(
                 f"HTTP {response.status_code} {reason}" + (f": {detail}" if detail else ""), MAX_ERROR_CHARS
             ),
             latency_ms=latency_ms,
@@ -914,7 +899,7 @@ class LocalServing:
             connection = CustomConnection(name=name, configs={"endpoint": uri}, secrets={"key": key})
             PFClient().connections.create_or_update(connection)
         except Exception as e:
-            failure = _short(f"{type(e).__name__}: {e}", MAX_ERROR_CHARS)
+            failure = shorten(f"{type(e).__name__}: {e}", MAX_ERROR_CHARS)
         if failure is not None:  # raised outside the except block: no chained exception to leak from
             raise RuntimeError(f"publishing Prompt flow connection {name} failed: {failure}")
 
@@ -932,7 +917,7 @@ class LocalServing:
             timeout=300,
         )
         if done.returncode != 0:
-            tail = _short(done.stderr.strip()[-MAX_ERROR_CHARS:], MAX_ERROR_CHARS)
+            tail = shorten(done.stderr.strip()[-MAX_ERROR_CHARS:], MAX_ERROR_CHARS)
             raise RuntimeError(f"publishing Prompt flow connection {name} failed: {tail}")
 
     # ------------------------------------------------------------------ lifecycle
