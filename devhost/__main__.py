@@ -88,8 +88,10 @@ def up(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     wait_ready(args.port, proc, 60, log)
     print(f"dev host running (pid {proc.pid}): http://127.0.0.1:{args.port}  log: {log}")
+    print("  upload a dataset (starts a run):  .venv/bin/python -m devhost upload data/sample/chats.jsonl")
     body = '{"dataset": "datasets/<blob>.jsonl"}'
-    print(f"  start a run:  curl -s -X POST http://127.0.0.1:{args.port}/api/runs -d '{body}'")
+    print(f"  or start one over HTTP:  curl -s -X POST http://127.0.0.1:{args.port}/api/runs -d '{body}'")
+    print('  ask the flow:  .venv/bin/python -m devhost chat "How do I descale the K2?"')
     return 0
 
 
@@ -131,6 +133,43 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running_azurite(run_dir: Path) -> azurite.Azurite:
+    pid_file = run_dir / "azurite" / "azurite.pid"
+    if not pid_file.exists():
+        raise SystemExit("the dev host is not running: start it with `make up`")
+    pid, _, port = pid_file.read_text().partition(":")
+    return azurite.Azurite(int(port), int(pid))
+
+
+def upload(args: argparse.Namespace) -> int:
+    """Upload a JSONL file to the running host's datasets container (this starts a run)."""
+    from core.naming import instance_id
+    from devhost.demo import upload_file
+
+    src = Path(args.file)
+    if not src.is_file():
+        print(f"no such file: {src}", file=sys.stderr)
+        return 2
+    store = _running_azurite(_run_dir(args))
+    name = args.name or src.name
+    ref = upload_file(store.connection_string, os.environ.get("DATASETS_CONTAINER", "datasets"), name, src)
+    run_id = instance_id(ref)
+    print(f"uploaded {src} as {ref.path} (etag {ref.etag}) → run {run_id}")
+    print(f"  status: http://127.0.0.1:{args.port}/runtime/webhooks/durabletask/instances/{run_id}")
+    return 0
+
+
+def chat(args: argparse.Namespace) -> int:
+    """Ask the Prompt flow flow a question through the connection the last run wrote."""
+    from devhost.demo import ask_flow
+    from localml.paths import RunPaths
+    from localml.serving import promptflow_env
+
+    env = {**os.environ, **promptflow_env(RunPaths.at(_run_dir(args)))}
+    print(ask_flow(args.question, env))
+    return 0
+
+
 def status(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{args.port}/runtime/webhooks/durabletask/instances/{args.instance_id}"
     resp = httpx.get(url, params={"showHistory": str(args.history).lower()}, timeout=10)
@@ -153,12 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("instance_id")
     st.add_argument("--history", action="store_true")
     sub.add_parser("demo", parents=[common], help="the whole pipeline on the sample dataset, end to end")
+    up_ = sub.add_parser(
+        "upload", parents=[common], help="upload a JSONL dataset to the running host (starts a run)"
+    )
+    up_.add_argument("file")
+    up_.add_argument("--name", help="blob name in the datasets container (default: the file name)")
+    ch = sub.add_parser("chat", parents=[common], help="ask the Prompt flow flow a question")
+    ch.add_argument("question")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from devhost.demo import run_demo
 
         return run_demo(args)
-    return {"serve": serve, "up": up, "down": down, "status": status}[args.command](args)
+    commands = {"serve": serve, "up": up, "down": down, "status": status, "upload": upload, "chat": chat}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def upload_sample(connection_string: str, container: str, name: str) -> Any:
+def upload_file(connection_string: str, container: str, name: str, src: Path = SAMPLE) -> Any:
     from azure.storage.blob import BlobServiceClient
 
     from backends.blob_store import BlobDatasetStore
@@ -42,7 +42,7 @@ def upload_sample(connection_string: str, container: str, name: str) -> Any:
     service = BlobServiceClient.from_connection_string(connection_string)
     if not service.get_container_client(container).exists():
         service.create_container(container)
-    return BlobDatasetStore(service).upload(SAMPLE, BlobRef(container=container, name=name))
+    return BlobDatasetStore(service).upload(src, BlobRef(container=container, name=name))
 
 
 def follow(base_url: str, instance_id: str, started: float, timeout_s: float) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
         name = f"sample/chats-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
         uploaded_at = time.monotonic()
-        dataset = upload_sample(store.connection_string, env["DATASETS_CONTAINER"], name)
+        dataset = upload_file(store.connection_string, env["DATASETS_CONTAINER"], name)
         run_id = instance_id(dataset)
         say(f"demo: uploaded {SAMPLE.relative_to(ROOT)} as {dataset.path} → run {run_id}")
         status = follow(base_url, run_id, uploaded_at, timeout_s=900)
