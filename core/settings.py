@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     DatasetsStorage__blobServiceUri: str | None = None
     DatasetsStorage__accountName: str | None = None
     DatasetsStorage__clientId: str | None = None
+    DatasetsStorage__credential: str | None = None  # "managedidentity" in Azure (read by the host too)
 
     # Azure ML workspace used for fine-tuning and serving, and the AI Studio project holding the
     # Prompt flow connection (defaults to the same workspace).
