@@ -21,8 +21,10 @@ from core.models import (
     JobInfo,
     ModelRef,
     ProvisioningState,
+    RunConfig,
     ScoreResult,
 )
+from core.preflight import PreflightReport
 
 
 @runtime_checkable
@@ -66,6 +68,17 @@ class ServingBackend(Protocol):
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
         """Delete the deployment; no error if it is already gone."""
+        ...
+
+
+@runtime_checkable
+class PreflightBackend(Protocol):
+    def preflight(self, config: RunConfig) -> PreflightReport:
+        """Check, without creating anything, that a run with `config` can start: the base model
+        resolves (record its version), the training and serving instance types exist in the
+        region and the VM-family quota covers them, and the endpoint name is valid and either
+        free or created by this app. Each problem is a failed check with an actionable detail;
+        only transient faults raise."""
         ...
 
 
