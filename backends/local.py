@@ -5,10 +5,11 @@ servers behind an endpoint front, and a promptflow-devkit custom connection."""
 from __future__ import annotations
 
 from core.settings import Settings
+from localml.preflight import LocalPreflight
 from localml.serving import LocalServing
 from localml.training import LocalTraining
 
 
-def build(settings: Settings) -> tuple[LocalTraining, LocalServing]:
-    """(TrainingBackend, ServingBackend + ConnectionStore) over `settings.LOCAL_RUN_DIR`."""
-    return LocalTraining(settings), LocalServing(settings)
+def build(settings: Settings) -> tuple[LocalTraining, LocalServing, LocalPreflight]:
+    """(TrainingBackend, ServingBackend + ConnectionStore, PreflightBackend) over `LOCAL_RUN_DIR`."""
+    return LocalTraining(settings), LocalServing(settings), LocalPreflight(settings)

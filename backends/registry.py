@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-from backends.base import ConnectionStore, DatasetStore, ServingBackend, TrainingBackend
+from backends.base import ConnectionStore, DatasetStore, PreflightBackend, ServingBackend, TrainingBackend
 from core.settings import get_settings
 
 
@@ -17,6 +17,7 @@ class Backends:
     serving: ServingBackend
     connections: ConnectionStore
     datasets: DatasetStore
+    preflight: PreflightBackend
 
 
 _override: Backends | None = None
@@ -32,11 +33,13 @@ def _from_settings() -> Backends:
         from backends import azureml
 
         aml = azureml.build(settings)
-        return Backends(training=aml, serving=aml, connections=aml, datasets=datasets)
+        return Backends(training=aml, serving=aml, connections=aml, datasets=datasets, preflight=aml)
     from backends import local  # the offline stack (devhost); heavy imports stay out of Azure
 
-    training, serving = local.build(settings)
-    return Backends(training=training, serving=serving, connections=serving, datasets=datasets)
+    training, serving, preflight = local.build(settings)
+    return Backends(
+        training=training, serving=serving, connections=serving, datasets=datasets, preflight=preflight
+    )
 
 
 def current() -> Backends:

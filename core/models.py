@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.preflight import Plan
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -128,6 +130,8 @@ class RunRequest(Frozen):
     validation: BlobRef | None = None
     config: RunConfig
     source: Literal["blob", "http"]
+    dry_run: bool = False  # validate + preflight only; create nothing, return the plan
+    real_run_id: str | None = None  # for a dry run: the id the real run would have
 
 
 class ValidationIssue(Frozen):
@@ -158,6 +162,13 @@ class ValidationReport(Frozen):
     tokens: TokenStats = Field(default_factory=TokenStats)
     role_counts: dict[str, int] = Field(default_factory=dict)
     sha256: str = ""
+    # Added with duplicate/overlap detection and exact token counts; all optional.
+    token_method: str = "estimate"  # "estimate" | "tokenizer:<path>"
+    duplicates: int = 0  # examples repeating an earlier example's messages in the same file
+    overlap: int = 0  # (validation file) examples whose messages also appear in the training file
+    longest_line: int = 0  # line number of the longest non-blank line (0: none)
+    longest_line_bytes: int = 0  # its length in bytes, without the line terminator
+    turns: dict[int, int] = Field(default_factory=dict)  # user turns per example -> examples
 
 
 class DatasetOutcome(Frozen):
@@ -262,6 +273,9 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     INVALID_DATASET = "invalid_dataset"
+    PREFLIGHT_FAILED = "preflight_failed"
+    PLANNED = "planned"  # a dry run ended after validation + preflight with a plan
+    CANCELED = "canceled"
     FAILED = "failed"
 
 
@@ -283,4 +297,6 @@ class RunSummary(Frozen):
     scoring_uri: str | None = None
     connection: str | None = None
     validation_errors: list[ValidationIssue] = Field(default_factory=list)
+    preflight: list[str] = Field(default_factory=list)  # failed preflight checks, actionable
+    plan: Plan | None = None  # dry runs
     durations_s: dict[str, float] = Field(default_factory=dict)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from enum import StrEnum
 
 ORCHESTRATOR = "finetune_orchestrator"
+CANCEL_EVENT = "cancel"  # external event: POST /api/runs/{id}/cancel raises it
 
 
 class Activity(StrEnum):
     VALIDATE_DATASET = "validate_dataset"
+    PREFLIGHT = "preflight"
     SUBMIT_FINETUNE = "submit_finetune"
     GET_JOB_STATUS = "get_job_status"
     CANCEL_JOB = "cancel_job"

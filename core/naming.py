@@ -17,13 +17,17 @@ APP_TAG = "phi3-finetune-pipeline"
 
 
 def instance_id(
-    dataset: BlobRef, validation: BlobRef | None = None, overrides: Overrides | None = None
+    dataset: BlobRef,
+    validation: BlobRef | None = None,
+    overrides: Overrides | None = None,
+    dry_run: bool = False,
 ) -> str:
-    """`ft-` + 16 hex chars of sha256 over what defines a run.
+    """`ft-` (or `dry-` for a dry run) + 16 hex chars of sha256 over what defines a run.
 
     The same blob version (container/name@etag), with the same validation file and overrides,
     always gives the same id, so a duplicate event or a repeated POST never starts a second run;
-    a new upload has a new ETag and so a new id.
+    a new upload has a new ETag and so a new id. A dry run has its own id, so planning never
+    blocks the real run.
     """
     if not dataset.etag:
         raise ValueError(f"{dataset.path}: an ETag is needed to name the run")
@@ -37,7 +41,7 @@ def instance_id(
         if dumped:
             parts.append("overrides=" + json.dumps(dumped, sort_keys=True, separators=(",", ":")))
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()
-    return f"ft-{digest[:16]}"
+    return f"{'dry' if dry_run else 'ft'}-{digest[:16]}"
 
 
 def is_dataset_blob(name: str) -> bool:

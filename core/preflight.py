@@ -51,6 +51,26 @@ class PreflightReport(Frozen):
         return self.model_copy(update={"checks": [*self.checks, *checks]})
 
 
+class Plan(Frozen):
+    """What a run would do and roughly cost: the answer to a dry run. Nothing was created."""
+
+    model_id: str | None
+    model_version: str | None
+    training_instance_type: str
+    serving_instance_type: str
+    serving_instance_count: int
+    train_examples: int
+    validation_examples: int
+    train_tokens: int  # estimated (or exact, with a tokenizer) tokens in the training split
+    epochs: int
+    estimated_gpu_hours: float
+    gpu_hours_basis: str
+    endpoint: str
+    deployment: str
+    replaces_deployment: str | None
+    checks: list[PreflightCheck] = Field(default_factory=list)
+
+
 def endpoint_name_check(name: str) -> PreflightCheck:
     if ENDPOINT_NAME.fullmatch(name):
         return PreflightCheck(name="endpoint_name", ok=True, detail=f"{name} is a valid endpoint name")
@@ -62,6 +82,12 @@ def endpoint_name_check(name: str) -> PreflightCheck:
             "then letters, digits or '-', and do not end with '-'"
         ),
     )
+
+
+GPU_HOURS_BASIS = (
+    f"estimate: tokens × epochs at ~{TRAIN_TOKENS_PER_SECOND:.0f} training tokens/s on one A100 "
+    f"plus {JOB_OVERHEAD_HOURS} h of job overhead"
+)
 
 
 def estimate_gpu_hours(total_tokens: int, epochs: int) -> float:

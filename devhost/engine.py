@@ -43,7 +43,7 @@ EVENT_NAMES = {
     15: "EventRaised", 16: "ContinueAsNew",
 }  # fmt: skip
 A_ACTIVITY, A_ACTIVITY_RETRY, A_SUB, A_SUB_RETRY, A_CONTINUE = 0, 1, 2, 3, 4
-A_TIMER, A_WAIT_EVENT, A_WHEN_ALL, A_WHEN_ANY = 5, 6, 12, 13
+A_TIMER, A_WAIT_EVENT, A_WHEN_ALL, A_WHEN_ANY = 5, 6, 12, 11
 
 ACTIVE = ("Pending", "Running")
 TERMINAL = ("Completed", "Failed", "Terminated")

@@ -1,14 +1,17 @@
 """The fine-tune orchestration: pure, deterministic control flow (DESIGN §1).
 
-validate → submit → monitor (durable timers, backoff, deadline; continue-as-new keeps history
-bounded) → register → endpoint → new deployment at 0 % → smoke test → 100 % → delete old
-deployment → Prompt flow connection → RunSummary.
+validate → preflight → submit → monitor (durable timers, backoff, deadline; continue-as-new
+keeps history bounded) → register → endpoint → new deployment at 0 % → smoke test → 100 % →
+delete old deployment → Prompt flow connection → RunSummary. A dry run stops after preflight
+with a plan.
 
 No I/O, no clock, no environment here: time is `context.current_utc_datetime`, configuration
-arrives frozen in the input, every side effect is an activity. Domain outcomes (invalid data, a
-failed job, a failed smoke test) end the run with a summary; transient faults are retried by
-`call_activity_with_retry` and, once retries are exhausted, end the run as failed after the
-cleanup the step needs (cancel the job, delete the new deployment, restore traffic).
+arrives frozen in the input, every side effect is an activity. Domain outcomes (invalid data,
+failed preflight, a failed job, a failed smoke test) end the run with a summary; transient
+faults are retried by `call_activity_with_retry` and, once retries are exhausted, end the run as
+failed after the cleanup the step needs (cancel the job, delete the new deployment, restore
+traffic). A `cancel` event is honoured at every step until traffic has moved: it cancels the job
+if one runs, deletes a new deployment that carries no traffic, and ends the run as canceled.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from core.models import (
     RunSummary,
     ScoreResult,
 )
-from core.names import ORCHESTRATOR, Activity
+from core.names import CANCEL_EVENT, ORCHESTRATOR, Activity
 from core.naming import job_name, lineage_tags, pick_deployments
+from core.preflight import GPU_HOURS_BASIS, Plan, PreflightReport, estimate_gpu_hours
 from orchestrators.state import Progress, RunInput
 
 bp = df.Blueprint()
@@ -44,6 +48,10 @@ MAX_REPORTED_ERRORS = 20
 
 class StepFailed(Exception):
     """A step ended in a domain failure; the message is the run's reason."""
+
+
+class Canceled(Exception):
+    """A `cancel` event arrived; the message is who/why, if the caller said."""
 
 
 class FinetuneRun:
@@ -58,6 +66,8 @@ class FinetuneRun:
             max_number_of_attempts=self.cfg.activity_retry_attempts,
         )
         self._step_started: datetime = self.now
+        self.cancel_event = context.wait_for_external_event(CANCEL_EVENT)
+        self.cancelable = True
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -67,6 +77,29 @@ class FinetuneRun:
 
     def call(self, activity: Activity, payload: Any) -> Any:
         return self.ctx.call_activity_with_retry(str(activity), self.retry, payload)
+
+    def act(self, activity: Activity, payload: Any) -> Step:
+        """Run an activity, then honour a cancel that arrived meanwhile."""
+        result = yield self.call(activity, payload)
+        self.check_cancel()
+        return result
+
+    def sleep(self, seconds: int) -> Step:
+        """A durable timer that a cancel event interrupts."""
+        timer = self.ctx.create_timer(self.now + timedelta(seconds=seconds))
+        yield self.ctx.task_any([timer, self.cancel_event])
+        self.check_cancel()
+
+    def listen_for_cancel(self) -> Step:
+        """Register the cancel event with the runtime at the start of every generation (an
+        immediate timer raced against it), so `check_cancel` sees events that arrive while an
+        activity runs."""
+        yield from self.sleep(0)
+
+    def check_cancel(self) -> None:
+        if self.cancelable and self.cancel_event.is_completed:
+            detail = self.cancel_event.result
+            raise Canceled(detail.get("reason", "") if isinstance(detail, dict) else str(detail or ""))
 
     def elapsed_since(self, iso: str) -> float:
         return (self.now - datetime.fromisoformat(iso)).total_seconds()
@@ -93,6 +126,7 @@ class FinetuneRun:
 
     def summary(self, status: RunStatus, reason: str = "", **fields: Any) -> dict[str, Any]:
         p = self.progress
+        reason = " ".join(reason.split())  # task failures arrive as "<reason> \n <details>"
         result = RunSummary(
             status=status,
             reason=reason,
@@ -108,16 +142,13 @@ class FinetuneRun:
         self.status(status.value, reason=reason or None)
         return result.model_dump(mode="json")
 
-    def wait(self, seconds: int) -> Any:
-        return self.ctx.create_timer(self.now + timedelta(seconds=seconds))
-
     def poll(
         self, activity: Activity, payload: Any, policy: PollPolicy, settled: Callable[[Any], bool], step: str
     ) -> Step:
         """Call `activity` until `settled(result)` or the policy's deadline; return the last result."""
         started, interval = self.now, policy.first_interval_s
         while True:
-            result = yield self.call(activity, payload)
+            result = yield from self.act(activity, payload)
             if settled(result):
                 return result
             waited = (self.now - started).total_seconds()
@@ -126,22 +157,56 @@ class FinetuneRun:
                     f"{step}: still not ready after {round(waited)} s (limit {policy.deadline_s} s)"
                 )
             self.status(step, waiting_s=round(waited))
-            yield self.wait(min(interval, policy.deadline_s - int(waited)))
+            yield from self.sleep(min(interval, policy.deadline_s - int(waited)))
             interval = policy.next_interval(interval)
 
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> Step:
+        try:
+            yield from self.listen_for_cancel()
+            return (yield from self.steps())
+        except Canceled as canceled:
+            why = f" ({canceled})" if str(canceled) else ""
+            if self.progress.job and self.progress.job_status not in {
+                s.value for s in JobState if s.terminal
+            }:
+                self.cancelable = False
+                yield from self.cancel_job_quietly()
+                return self.summary(
+                    RunStatus.CANCELED, f"canceled{why}; fine-tuning job {self.progress.job} canceled"
+                )
+            return self.summary(RunStatus.CANCELED, f"canceled{why}")
+
+    def steps(self) -> Step:
         p = self.progress
         if p.job is None:
             try:
                 outcome = yield from self.validate()
+            except Canceled:
+                raise
             except Exception as exc:  # retries exhausted: storage unreachable, not bad data
                 return self.summary(RunStatus.FAILED, f"validating the dataset failed: {exc}")
             if not outcome.ok:
                 return self.invalid(outcome)
             try:
+                report = yield from self.preflight()
+            except Canceled:
+                raise
+            except Exception as exc:
+                return self.summary(RunStatus.FAILED, f"preflight could not run: {exc}")
+            if not report.ok:
+                return self.summary(
+                    RunStatus.PREFLIGHT_FAILED,
+                    f"preflight failed: {'; '.join(report.reasons)}",
+                    preflight=report.reasons,
+                )
+            if self.request.dry_run:
+                return (yield from self.plan(outcome, report))
+            try:
                 yield from self.submit()
+            except Canceled:
+                raise
             except Exception as exc:
                 # The job may exist even though the call failed (lost response): cancel it by its
                 # deterministic name so no GPU job runs unwatched.
@@ -158,6 +223,8 @@ class FinetuneRun:
             )
         try:
             model = yield from self.register()
+        except Canceled:
+            raise
         except Exception as exc:  # retries exhausted
             return self.summary(RunStatus.FAILED, f"registering the model failed: {exc}")
         return (yield from self.deploy(model))
@@ -171,8 +238,9 @@ class FinetuneRun:
             if self.request.validation
             else None,
             "config": self.cfg.model_dump(mode="json"),
+            "dry_run": self.request.dry_run,
         }
-        outcome = DatasetOutcome.model_validate((yield self.call(Activity.VALIDATE_DATASET, payload)))
+        outcome = DatasetOutcome.model_validate((yield from self.act(Activity.VALIDATE_DATASET, payload)))
         self.end("validate")
         p = self.progress
         p.train_examples, p.validation_examples = outcome.train_examples, outcome.validation_examples
@@ -186,6 +254,50 @@ class FinetuneRun:
         where = f"{first.file}:{first.line} {first.field}: {first.message}" if first else "no examples"
         reason = f"dataset failed validation ({total} error(s)); first: {where}"
         return self.summary(RunStatus.INVALID_DATASET, reason, validation_errors=errors)
+
+    def preflight(self) -> Step:
+        self.begin("preflight")
+        payload = {
+            "dataset": self.request.dataset.model_dump(mode="json"),
+            "validation": self.request.validation.model_dump(mode="json")
+            if self.request.validation
+            else None,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+        report = PreflightReport.model_validate((yield from self.act(Activity.PREFLIGHT, payload)))
+        self.end("preflight")
+        return report
+
+    def plan(self, outcome: DatasetOutcome, report: PreflightReport) -> Step:
+        """A dry run's answer: what the real run would create and roughly cost."""
+        self.begin("planning")
+        endpoint = EndpointInfo.model_validate(
+            (yield from self.act(Activity.GET_ENDPOINT, {"name": self.cfg.endpoint_name}))
+        )
+        new, live = pick_deployments(endpoint.traffic, self.request.real_run_id or self.run_id)
+        first = outcome.reports[0]
+        share = outcome.train_examples / first.examples if first.examples else 1.0
+        train_tokens = round(first.tokens.total * min(1.0, share))
+        epochs = self.cfg.hyperparameters.num_train_epochs
+        plan = Plan(
+            model_id=report.model_id,
+            model_version=report.model_version,
+            training_instance_type=self.cfg.training_instance_type,
+            serving_instance_type=self.cfg.serving_instance_type,
+            serving_instance_count=self.cfg.serving_instance_count,
+            train_examples=outcome.train_examples,
+            validation_examples=outcome.validation_examples,
+            train_tokens=train_tokens,
+            epochs=epochs,
+            estimated_gpu_hours=estimate_gpu_hours(train_tokens, epochs),
+            gpu_hours_basis=GPU_HOURS_BASIS,
+            endpoint=self.cfg.endpoint_name,
+            deployment=new,
+            replaces_deployment=live,
+            checks=report.checks,
+        )
+        self.end("plan")
+        return self.summary(RunStatus.PLANNED, "dry run: nothing was created", plan=plan)
 
     def submit(self) -> Step:
         self.begin("submitting")
@@ -201,6 +313,7 @@ class FinetuneRun:
         p.submitted_at = self.now.isoformat()
         p.next_poll_s = self.cfg.job_poll.first_interval_s
         self.end("submit")
+        self.check_cancel()
 
     def monitor(self) -> Step:
         """Poll the job with backoff until it ends or the deadline passes.
@@ -213,7 +326,9 @@ class FinetuneRun:
         polls_here = 0
         while True:
             try:
-                job = JobInfo.model_validate((yield self.call(Activity.GET_JOB_STATUS, {"job": p.job})))
+                job = JobInfo.model_validate((yield from self.act(Activity.GET_JOB_STATUS, {"job": p.job})))
+            except Canceled:
+                raise
             except Exception as exc:  # retries exhausted: do not leave a GPU job unwatched
                 yield from self.cancel_job_quietly()
                 return JobInfo(name=p.job, state=JobState.FAILED, raw_status="Unknown", error=str(exc))
@@ -240,7 +355,7 @@ class FinetuneRun:
                 metrics=job.metrics or None,
                 next_poll_at=next_at.isoformat(),
             )
-            yield self.ctx.create_timer(next_at)
+            yield from self.sleep(wait_s)
             p.next_poll_s = policy.next_interval(p.next_poll_s)
             polls_here += 1
             if polls_here >= self.cfg.monitor_polls_per_generation:
@@ -262,7 +377,7 @@ class FinetuneRun:
             "model_name": self.cfg.output_model_prefix,
             "tags": lineage_tags(self.run_id, self.request.dataset, p.job),
         }
-        model = ModelRef.model_validate((yield self.call(Activity.REGISTER_MODEL, payload)))
+        model = ModelRef.model_validate((yield from self.act(Activity.REGISTER_MODEL, payload)))
         self.end("register")
         return model
 
@@ -272,7 +387,7 @@ class FinetuneRun:
         self.begin("deploying", endpoint=endpoint_name)
         try:
             endpoint = EndpointInfo.model_validate(
-                (yield self.call(Activity.ENSURE_ENDPOINT, {"name": endpoint_name, "tags": tags}))
+                (yield from self.act(Activity.ENSURE_ENDPOINT, {"name": endpoint_name, "tags": tags}))
             )
             if not endpoint.state.settled:
                 endpoint = EndpointInfo.model_validate(
@@ -288,6 +403,8 @@ class FinetuneRun:
                 )
             if endpoint.state is not ProvisioningState.SUCCEEDED:
                 raise StepFailed(f"endpoint {endpoint_name} is {endpoint.state.value}")
+        except Canceled:
+            raise
         except Exception as exc:
             return self.summary(RunStatus.FAILED, f"endpoint: {exc}", model=model, endpoint=endpoint_name)
 
@@ -323,7 +440,7 @@ class FinetuneRun:
             self.begin("smoke_testing", endpoint=endpoint_name, deployment=new)
             smoke = ScoreResult.model_validate(
                 (
-                    yield self.call(
+                    yield from self.act(
                         Activity.SMOKE_TEST,
                         {"endpoint": endpoint_name, "deployment": new, "prompt": cfg.smoke_test_prompt},
                     )
@@ -336,10 +453,13 @@ class FinetuneRun:
             self.begin("shifting_traffic", endpoint=endpoint_name, deployment=new)
             traffic = {name: 0 for name in endpoint.traffic} | {new: 100}
             traffic_touched = True
+            self.cancelable = False  # from here on the new model is (about to be) live: finish
             yield self.call(Activity.SET_TRAFFIC, {"endpoint": endpoint_name, "traffic": traffic})
             self.end("traffic")
         except Exception as exc:
             yield from self.roll_back(endpoint, new, traffic_touched)
+            if isinstance(exc, Canceled):
+                raise
             return self.summary(
                 RunStatus.FAILED,
                 f"deploy: {exc}; rolled back ({new} deleted, traffic unchanged)",

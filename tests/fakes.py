@@ -25,8 +25,10 @@ from core.models import (
     JobState,
     ModelRef,
     ProvisioningState,
+    RunConfig,
     ScoreResult,
 )
+from core.preflight import PreflightCheck, PreflightReport
 
 SECRET_KEY = "fAkE-EnDpOiNt-KeY-3f9d2c71b6a04e8d"
 SCORING_URI = "https://phi3-ft-endpoint.eastus2.inference.ml.azure.com/score"
@@ -66,6 +68,7 @@ class FakeAzure:
         smoke_answer: str | None = "Hello! I am a fine-tuned Phi-3.",
         smoke_status: int = 200,
         failures: dict[str, int] | None = None,
+        preflight_failures: dict[str, str] | None = None,
     ) -> None:
         self.blobs: dict[tuple[str, str], bytes] = {}
         self.etags: dict[tuple[str, str], str] = {}
@@ -76,6 +79,7 @@ class FakeAzure:
         self.smoke_answer = smoke_answer
         self.smoke_status = smoke_status
         self.failures = dict(failures or {})  # method name -> how many times to fail first
+        self.preflight_failures = dict(preflight_failures or {})  # check name -> detail
         self.calls: list[tuple[str, Any]] = []
         self.jobs: dict[str, FineTuneSpec] = {}
         self.job_cursor: dict[str, int] = {}
@@ -88,7 +92,23 @@ class FakeAzure:
         self.traffic_history: list[dict[str, int]] = []
 
     def backends(self) -> Backends:
-        return Backends(training=self, serving=self, connections=self, datasets=self)
+        return Backends(training=self, serving=self, connections=self, datasets=self, preflight=self)
+
+    # -- PreflightBackend ----------------------------------------------------------------------
+
+    def preflight(self, config: RunConfig) -> PreflightReport:
+        self._call("preflight", config.endpoint_name)
+        checks = [
+            PreflightCheck(name=name, ok=name not in self.preflight_failures,
+                           detail=self.preflight_failures.get(name, f"{name} ok"))
+            for name in ("base_model", "training_instance", "training_quota", "serving_instance",
+                         "serving_quota", "endpoint_name", "endpoint_owner")
+        ]  # fmt: skip
+        version = config.base_model_version or "15"
+        model_id = (
+            f"azureml://registries/{config.model_registry}/models/{config.base_model_name}/versions/{version}"
+        )
+        return PreflightReport(checks=checks, model_id=model_id, model_version=version)
 
     def _call(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))

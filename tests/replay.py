@@ -26,8 +26,8 @@ ORCHESTRATOR_STARTED, EXECUTION_STARTED, ORCHESTRATOR_COMPLETED = 12, 0, 13
 EXECUTION_COMPLETED, EXECUTION_FAILED = 1, 2
 TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 4, 5, 6
 TIMER_CREATED, TIMER_FIRED, EVENT_RAISED, CONTINUE_AS_NEW = 10, 11, 15, 16
-CALL_ACTIVITY, CALL_ACTIVITY_WITH_RETRY, A_CONTINUE_AS_NEW, CREATE_TIMER = 0, 1, 4, 5
-WHEN_ALL, WHEN_ANY = 12, 13
+CALL_ACTIVITY, CALL_ACTIVITY_WITH_RETRY, A_CONTINUE_AS_NEW, CREATE_TIMER, WAIT_FOR_EVENT = 0, 1, 4, 5, 6
+WHEN_ALL, WHEN_ANY = 12, 11  # ActionType.WHEN_ANY is 11 (DESIGN §4 says 13: it is not)
 
 T0 = datetime(2026, 11, 1, 8, 0, 0, tzinfo=UTC)
 
@@ -132,7 +132,7 @@ def run_episode(handler: Callable[[func.OrchestrationContext], str], history: Hi
 
 
 def flatten(actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Compound actions (WhenAll 12 / WhenAny 13; schema V2 wraps retryable tasks in WhenAll)
+    """Compound actions (WhenAll 12 / WhenAny 11; schema V2 wraps retryable tasks in WhenAll)
     schedule their children in order."""
     flat: list[dict[str, Any]] = []
     for action in actions:
@@ -212,6 +212,7 @@ class Replayer:
         start: datetime = T0,
         activity_duration: timedelta = timedelta(seconds=1),
         max_episodes: int = 10_000,
+        events: list[tuple[Callable[[Any], bool], str, Any]] | None = None,
     ) -> None:
         self.handler = handler
         self.activities = activities
@@ -221,6 +222,9 @@ class Replayer:
         self.clock = start
         self.activity_duration = activity_duration
         self.max_episodes = max_episodes
+        # External events: (when(custom_status) -> bool, name, payload), each raised once, as soon
+        # as the orchestration's custom status satisfies `when` (a person reacting to the status).
+        self.events = list(events or [])
 
     def run(self) -> RunResult:
         steps: list[Step] = []
@@ -267,6 +271,8 @@ class Replayer:
                     seq += 1
                 elif kind == A_CONTINUE_AS_NEW:
                     continued, continue_input = True, action.get("input")
+                elif kind == WAIT_FOR_EVENT:
+                    continue  # no history event: the runtime just delivers EventRaised when it comes
                 else:
                     raise AssertionError(f"replayer does not support action type {kind}: {action}")
             history.orchestrator_completed(self.clock)
@@ -290,6 +296,13 @@ class Replayer:
                     result.output, result.error, steps, calls, generation + 1, histories, statuses
                 )
 
+            raised = next((e for e in self.events if e[0](result.custom_status)), None)
+            if raised is not None:
+                self.events.remove(raised)
+                self.clock += self.activity_duration
+                history.orchestrator_started(self.clock)
+                history.event_raised(self.clock, raised[1], raised[2])
+                continue
             if not pending:
                 raise AssertionError("orchestration is waiting on nothing: " + json.dumps(new_actions))
             item = self._next(pending)

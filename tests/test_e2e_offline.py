@@ -228,6 +228,26 @@ def test_kill9_and_restart_completes_once(host: DevHost, label, kill_at):
     assert httpx.post(out["scoring_uri"], json={}).status_code == 401  # still key-protected after restart
 
 
+def test_cancel_while_training(host: DevHost):
+    """POST /api/runs/{id}/cancel during training: the local job is killed, the run ends canceled."""
+    dataset = host.upload("cancel/chats.jsonl", SAMPLE.read_bytes() + b"\n\n\n\n\n\n\n")
+    run_id = instance_id(dataset)
+    host.wait(run_id, at_step("training"))
+    resp = httpx.post(
+        f"{host.base_url}/api/runs/{run_id}/cancel", json={"reason": "changed my mind"}, timeout=30
+    )
+    assert resp.status_code == 202, resp.text
+    body = host.wait(run_id, finished)
+
+    out = body["output"]
+    assert out["status"] == "canceled" and "changed my mind" in out["reason"]
+    status = json.loads(
+        (RunPaths.at(host.run_dir).jobs_dir / f"{run_id}-finetune" / "status.json").read_text()
+    )
+    assert status["state"] == "Canceled"
+    assert httpx.post(f"{host.base_url}/api/runs/{run_id}/cancel", timeout=30).status_code == 409
+
+
 def test_duplicate_starts_of_one_blob_version(host: DevHost):
     """After all the runs above: every blob version the watcher saw has one receipt and one run,
     and 20 POSTs for an existing version start nothing."""

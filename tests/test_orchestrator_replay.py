@@ -15,9 +15,11 @@ from tests.fakes import SCORING_URI, SECRET_KEY, FakeAzure
 from tests.replay import (
     CALL_ACTIVITY_WITH_RETRY,
     CREATE_TIMER,
+    T0,
     TASK_COMPLETED,
     TASK_FAILED,
     TASK_SCHEDULED,
+    WAIT_FOR_EVENT,
     History,
     Replayer,
     RunResult,
@@ -50,15 +52,24 @@ def test_happy_path_first_deployment(orchestrator_handler, activity_functions, a
     assert out["endpoint"] == ENDPOINT and out["deployment"] == "blue-0123456789ab"
     assert out["previous_deployment"] is None
     assert out["scoring_uri"] == SCORING_URI and out["connection"] == "phi3-finetuned"
-    assert set(out["durations_s"]) >= {"validate", "submit", "train", "register", "deploy", "smoke_test"}
+    assert set(out["durations_s"]) >= {
+        "validate",
+        "preflight",
+        "submit",
+        "train",
+        "register",
+        "deploy",
+        "smoke_test",
+    }
 
     # The order of side effects, as activity calls.
     names = result.activity_names
-    assert names[:3] == ["validate_dataset", "submit_finetune", "get_job_status"]
+    assert names[:4] == ["validate_dataset", "preflight", "submit_finetune", "get_job_status"]
     assert names.count("submit_finetune") == 1 and names.count("get_job_status") == 4
     tail = [n for n in names if n not in ("get_job_status", "get_endpoint", "get_deployment_state")]
     assert tail == [
         "validate_dataset",
+        "preflight",
         "submit_finetune",
         "register_model",
         "ensure_endpoint",
@@ -69,8 +80,8 @@ def test_happy_path_first_deployment(orchestrator_handler, activity_functions, a
     ]
     # Every activity is scheduled with retry options; timers between polls.
     scheduled = [a for s in result.steps for a in flatten(s.new_actions)]
-    assert {a["actionType"] for a in scheduled} == {CALL_ACTIVITY_WITH_RETRY, CREATE_TIMER}
-    first = flatten(result.steps[0].new_actions)
+    assert {a["actionType"] for a in scheduled} == {CALL_ACTIVITY_WITH_RETRY, CREATE_TIMER, WAIT_FOR_EVENT}
+    first = flatten(result.steps[1].new_actions)  # steps[0] registers the cancel event
     assert [(a["actionType"], a["functionName"]) for a in first] == [
         (CALL_ACTIVITY_WITH_RETRY, "validate_dataset")
     ]
@@ -154,17 +165,29 @@ def test_invalid_dataset_submits_nothing(orchestrator_handler, activity_function
 
 
 def test_invalid_dataset_single_episode_from_hand_built_history(orchestrator_handler, make_input, azure):
-    """The lowest level: a history built by hand, one call to the handler, the actions it returns."""
+    """The lowest level: a history built by hand, one call to the handler per episode, the actions
+    it returns. Episode 1 registers the cancel event (an immediate timer raced against it),
+    episode 2 schedules validation, episode 3 sees the invalid report and ends: no submit ever."""
     input_ = make_input()
     history = History(ORCHESTRATOR, RUN_ID, input_)
     first = run_episode(orchestrator_handler, history)
     assert not first.is_done
-    assert [a["functionName"] for a in flatten(first.actions)] == ["validate_dataset"]
-    history.task_scheduled(
-        history_ts := __import__("tests.replay", fromlist=["T0"]).T0, 0, "validate_dataset", None
-    )
-    history.orchestrator_completed(history_ts)
-    history.orchestrator_started(history_ts + timedelta(seconds=3))
+    assert [(a["actionType"], a.get("externalEventName")) for a in flatten(first.actions)] == [
+        (CREATE_TIMER, None),
+        (WAIT_FOR_EVENT, "cancel"),
+    ]
+    history.timer_created(T0, 0, T0)
+    history.orchestrator_completed(T0)
+    history.orchestrator_started(T0)
+    history.timer_fired(T0, 0, T0)
+
+    second = run_episode(orchestrator_handler, history)
+    new = flatten(second.actions[len(first.actions) :])
+    assert [a["functionName"] for a in new] == ["validate_dataset"]
+    assert second.custom_status["step"] == "validating"
+    history.task_scheduled(T0, 1, "validate_dataset", new[0]["input"])
+    history.orchestrator_completed(T0)
+    history.orchestrator_started(T0 + timedelta(seconds=3))
     report = {
         "file": "datasets/chats/support.jsonl",
         "ok": False,
@@ -173,12 +196,18 @@ def test_invalid_dataset_single_episode_from_hand_built_history(orchestrator_han
         "error_count": 1,
         "errors": [{"line": 1, "field": "messages", "message": "missing", "file": "x"}],
     }
-    history.task_completed(history_ts + timedelta(seconds=3), 0, {"ok": False, "reports": [report]})
-    second = run_episode(orchestrator_handler, history)
-    assert second.is_done
-    assert [a["functionName"] for a in flatten(second.actions)] == ["validate_dataset"]  # no submit ever
-    assert second.output["status"] == "invalid_dataset"
-    assert second.custom_status["step"] == "invalid_dataset"
+    history.task_completed(T0 + timedelta(seconds=3), 1, {"ok": False, "reports": [report]})
+
+    third = run_episode(orchestrator_handler, history)
+    assert third.is_done
+    assert [a.get("functionName") for a in flatten(third.actions)] == [
+        None,
+        None,
+        "validate_dataset",
+    ]  # no submit
+    assert third.output["status"] == "invalid_dataset"
+    assert third.output["validation_errors"][0]["field"] == "messages"
+    assert third.custom_status["step"] == "invalid_dataset"
 
 
 def test_job_failed_ends_run_without_deploying(orchestrator_handler, activity_functions, make_input, azure):

@@ -42,8 +42,13 @@ class FakeTaskHub:
         self.instances: dict[str, dict[str, Any]] = {}
         self.starts: list[str] = []
         self.race_on_start = False  # another starter wins between our status check and start
+        self.events: list[tuple[str, str, Any]] = []
 
-    async def post(self, url: str, data: Any = None, *args: Any) -> list[Any]:
+    async def post(self, url: str, data: Any = None, *args: Any, **kwargs: Any) -> list[Any]:
+        if "/raiseEvent/" in url:
+            instance, event = url.split("?")[0].removeprefix(f"{RPC}instances/").split("/raiseEvent/")
+            self.events.append((instance, event, data))
+            return [202, None]
         assert url.startswith(f"{RPC}orchestrators/{ORCHESTRATOR}/"), url
         instance = url.split("?")[0].rsplit("/", 1)[1]
         self.starts.append(instance)
@@ -52,6 +57,8 @@ class FakeTaskHub:
         if instance in self.instances and self.instances[instance]["runtimeStatus"] in ("Running", "Pending"):
             return [409, f"An instance with ID '{instance}' already exists."]
         self.instances[instance] = {"runtimeStatus": "Pending", "input": json.loads(data) if data else None}
+        if instance.startswith("dry-"):  # dry runs finish at once here, with a plan as output
+            self.instances[instance].update(runtimeStatus="Completed", output={"status": "planned"})
         return [202, {"id": instance}]
 
     async def get(self, url: str, *args: Any) -> list[Any]:
@@ -66,6 +73,7 @@ class FakeTaskHub:
                 "instanceId": instance,
                 "name": ORCHESTRATOR,
                 "runtimeStatus": status["runtimeStatus"],
+                "output": status.get("output"),
                 "createdTime": "2026-11-01T08:00:00Z",
                 "lastUpdatedTime": "2026-11-01T08:00:01Z",
             },
@@ -276,3 +284,52 @@ def test_uppercase_extension_is_a_dataset(functions, hub, azure):
     ref = azure.put_blob("datasets", "CHATS.JSONL", ultrachat_lines(5))
     fire_blob(functions, hub, blob_event("datasets/CHATS.JSONL", ref.etag))
     assert list(hub.instances) == [instance_id(ref)]
+
+
+# -- dry run and cancel ---------------------------------------------------------------------------
+
+
+def test_dry_run_answers_with_the_plan_and_does_not_block_the_real_run(functions, hub, dataset):
+    resp = post_runs(functions, hub, {"dataset": "datasets/chats/support.jsonl", "dry_run": True})
+
+    assert resp.status_code == 200, resp.get_body()
+    assert json.loads(resp.get_body()) == {"status": "planned"}
+    dry_id = instance_id(dataset, dry_run=True)
+    request = hub.instances[dry_id]["input"]["request"]
+    assert request["dry_run"] is True and request["real_run_id"] == instance_id(dataset)
+    real = post_runs(functions, hub, {"dataset": "datasets/chats/support.jsonl"})
+    assert real.status_code == 202 and json.loads(real.get_body())["id"] == instance_id(dataset)
+
+
+def cancel(functions, hub, run_id: str, body: bytes = b"") -> func.HttpResponse:
+    req = func.HttpRequest(
+        method="POST",
+        url=f"http://localhost:7071/api/runs/{run_id}/cancel",
+        body=body,
+        headers={},
+        route_params={"instance_id": run_id},
+    )
+    return asyncio.run(user_code(functions, "cancel_run")(req=req, client=hub.client()))
+
+
+def test_cancel_raises_the_event_for_a_running_run(functions, hub, dataset):
+    run_id = json.loads(post_runs(functions, hub, {"dataset": "datasets/chats/support.jsonl"}).get_body())[
+        "id"
+    ]
+    resp = cancel(functions, hub, run_id, json.dumps({"reason": "wrong file"}).encode())
+
+    assert resp.status_code == 202
+    assert json.loads(resp.get_body())["statusQueryGetUri"].startswith("http://localhost:7071/")
+    assert hub.events == [(run_id, "cancel", json.dumps({"reason": "wrong file"}))]
+
+
+def test_cancel_unknown_run_is_404_and_finished_run_is_409(functions, hub, dataset):
+    assert cancel(functions, hub, "ft-doesnotexist0000").status_code == 404
+    run_id = json.loads(post_runs(functions, hub, {"dataset": "datasets/chats/support.jsonl"}).get_body())[
+        "id"
+    ]
+    hub.instances[run_id]["runtimeStatus"] = "Completed"
+    resp = cancel(functions, hub, run_id)
+    assert resp.status_code == 409 and "Completed" in json.loads(resp.get_body())["error"]
+    assert cancel(functions, hub, run_id, b'{"why": 1}').status_code == 400
+    assert hub.events == []
