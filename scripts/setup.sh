@@ -52,6 +52,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Infra checks (tests/test_infra.py): checkov + its pycep-parser in their own venv, never in .venv
+# (checkov pins packaging/networkx/cachetools older than the app's). Reinstalled when
+# requirements-infra.txt changes.
+infra_want="$(sha256sum requirements-infra.txt | cut -c1-16)"
+if [ "$(cat .tools/checkov-venv/.installed 2>/dev/null)" != "$infra_want" ]; then
+  echo "setup: installing requirements-infra.txt into .tools/checkov-venv with uv"
+  .venv/bin/uv venv --quiet --allow-existing --python "$python_bin" .tools/checkov-venv
+  .venv/bin/uv pip install --quiet --python .tools/checkov-venv/bin/python -r requirements-infra.txt
+  echo "$infra_want" > .tools/checkov-venv/.installed
+fi
+
 if [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
   command -v npm >/dev/null 2>&1 || { echo "setup: npm (Node.js >= 18) is required for Azurite" >&2; exit 1; }
   echo "setup: installing azurite@$AZURITE_VERSION into .tools/"

@@ -1,0 +1,358 @@
+// Everything the Phi-3 fine-tuning pipeline needs in Azure, in one resource group: what the seed
+// tutorial creates by hand (managed identity + its roles, Azure ML / AI Studio workspace with
+// storage, Key Vault, registry and App Insights) plus what the automation needs (datasets storage,
+// the Function App on Flex Consumption with its host storage and monitoring, identity-only
+// connections). `azd up` provisions this, deploys the code, then its postdeploy hook
+// (infra/hooks/postdeploy.sh) deploys postdeploy.bicep: the Event Grid subscription that feeds the
+// blob trigger, which needs the blobs_extension key that exists only once the code runs.
+//
+// Not resources, so not here (do them by hand, see README "Deploy to Azure"):
+//   - GPU quota: Azure ML studio > Quota, for the region below: "Standard NCADSA100v4 Family
+//     Cluster Dedicated vCPUs" (training, Standard_NC24ads_A100_v4: 24 vCPUs per node) and the
+//     serving family (Standard_NC6s_v3: "Standard NCSv3 Family", 6 vCPUs per instance).
+//     Pay-as-you-go subscriptions only, as in the seed.
+//   - The region: it must offer Phi-3 fine-tuning in Azure ML and both VM families. eastus2 is the
+//     default; check the model card (Azure ML model catalog > Phi-3-mini-4k-instruct > fine-tune)
+//     and `az vm list-skus -l <region> --size Standard_NC --all -o table` before choosing.
+targetScope = 'subscription'
+
+// ---- where and what names ---------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names the resource group and seeds the unique resource names.')
+param environmentName string
+
+@description('Region for every resource. Must offer Phi-3 fine-tuning, Flex Consumption and both GPU families (see the header); the GPU quota is per region.')
+param location string = 'eastus2'
+
+@minLength(2)
+@maxLength(8)
+@description('Short lowercase letters/digits prefix for resource names (storage account names allow no hyphens).')
+param namePrefix string = 'phi3ft'
+
+@description('Resource group name; empty = rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Object id of the person deploying (azd sets AZURE_PRINCIPAL_ID): gets Storage Blob Data Contributor on the datasets account so the README upload command works. Empty = none.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+@description('Principal type of principalId.')
+param principalType string = 'User'
+
+// ---- the app's settings (core/settings.py; defaults = the Settings defaults) ------------------
+
+@description('DATASETS_CONTAINER: the container uploads go to; the blob trigger and Event Grid watch it.')
+param datasetsContainerName string = 'datasets'
+
+@description('TASK_HUB_NAME: durable task hub (host.json reads it).')
+param taskHubName string = 'phi3finetune'
+
+@description('BASE_MODEL_NAME in the model registry.')
+param baseModelName string = 'Phi-3-mini-4k-instruct'
+
+@description('BASE_MODEL_VERSION; empty = latest in the registry.')
+param baseModelVersion string = ''
+
+@description('MODEL_REGISTRY holding the base model.')
+param modelRegistry string = 'azureml'
+
+@description('TRAINING_INSTANCE_TYPE (quota family: Standard NCADSA100v4).')
+param trainingInstanceType string = 'Standard_NC24ads_A100_v4'
+
+@description('OUTPUT_MODEL_PREFIX: registered model name.')
+param outputModelPrefix string = 'phi3-mini-ft'
+
+@description('LEARNING_RATE (a decimal number, as text: Bicep has no float type).')
+param learningRate string = '0.00002'
+
+@allowed([
+  'linear'
+  'cosine'
+  'cosine_with_restarts'
+  'polynomial'
+  'constant'
+  'constant_with_warmup'
+])
+@description('LR_SCHEDULER_TYPE.')
+param lrSchedulerType string = 'linear'
+
+@minValue(1)
+@description('NUM_TRAIN_EPOCHS.')
+param numTrainEpochs int = 1
+
+@minValue(1)
+@description('BATCH_SIZE (per device).')
+param batchSize int = 1
+
+@minLength(3)
+@maxLength(32)
+@description('ENDPOINT_NAME: managed online endpoint (3-32 characters, letter first, letters/digits/hyphens; unique in the region).')
+param endpointName string = 'phi3-ft-endpoint'
+
+@description('SERVING_INSTANCE_TYPE. The seed\'s Standard_NC6s_v3 (NCv3, V100) was retired by Azure on 2025-09-30; if your region no longer offers it, use e.g. Standard_NC24ads_A100_v4 (same quota family as training) and request quota for it.')
+param servingInstanceType string = 'Standard_NC6s_v3'
+
+@minValue(1)
+@description('SERVING_INSTANCE_COUNT.')
+param servingInstanceCount int = 1
+
+@description('CONNECTION_NAME: Prompt flow custom connection in the project.')
+param connectionName string = 'phi3-finetuned'
+
+@description('SMOKE_TEST_PROMPT sent to a new deployment before it gets traffic.')
+param smokeTestPrompt string = 'Say hello in one short sentence.'
+
+@description('JOB_POLL_FIRST_S: first fine-tuning job poll interval (seconds).')
+param jobPollFirstSeconds int = 60
+
+@description('JOB_POLL_MAX_S: longest job poll interval (seconds).')
+param jobPollMaxSeconds int = 600
+
+@description('JOB_POLL_BACKOFF: poll interval multiplier (decimal, as text).')
+param jobPollBackoff string = '1.5'
+
+@description('JOB_DEADLINE_HOURS: cancel the job and fail the run after this (decimal, as text).')
+param jobDeadlineHours string = '24.0'
+
+@description('MONITOR_POLLS_PER_GENERATION: polls before continue-as-new.')
+param monitorPollsPerGeneration int = 20
+
+@description('DEPLOY_POLL_FIRST_S: first endpoint/deployment poll interval (seconds).')
+param deployPollFirstSeconds int = 30
+
+@description('DEPLOY_POLL_MAX_S: longest endpoint/deployment poll interval (seconds).')
+param deployPollMaxSeconds int = 120
+
+@description('DEPLOY_TIMEOUT_MINUTES: give up on provisioning after this (decimal, as text).')
+param deployTimeoutMinutes string = '90.0'
+
+@description('ACTIVITY_RETRY_ATTEMPTS for transient failures.')
+param activityRetryAttempts int = 4
+
+@description('ACTIVITY_RETRY_FIRST_INTERVAL_MS.')
+param activityRetryFirstIntervalMs int = 5000
+
+@description('VALIDATION_FRACTION held out when no validation file is given (decimal, as text).')
+param validationFraction string = '0.2'
+
+@description('SPLIT_SEED of the train/validation split.')
+param splitSeed int = 42
+
+@description('MAX_TOKENS per conversation (Phi-3-mini-4k context).')
+param maxTokens int = 4096
+
+@description('VALIDATION_MAX_ERRORS listed per file.')
+param validationMaxErrors int = 50
+
+// ---- names ------------------------------------------------------------------------------------
+
+var token = toLower(uniqueString(subscription().id, environmentName, location))
+var prefix = toLower(namePrefix)
+var tags = {
+  'azd-env-name': environmentName
+  app: 'phi3-finetune-pipeline'
+}
+var names = {
+  resourceGroup: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+  identity: 'id-${prefix}-${token}'
+  logAnalytics: 'log-${prefix}-${token}'
+  appInsights: 'appi-${prefix}-${token}'
+  hubAppInsights: 'appi-hub-${prefix}-${token}'
+  datasetsStorage: 'st${prefix}d${token}'
+  hostStorage: 'st${prefix}f${token}'
+  hubStorage: 'st${prefix}h${token}'
+  keyVault: 'kv${prefix}${token}'
+  containerRegistry: 'cr${prefix}${token}'
+  hub: 'hub-${prefix}-${token}'
+  project: 'proj-${prefix}-${token}'
+  plan: 'plan-${prefix}-${token}'
+  functionApp: 'func-${prefix}-${token}'
+  deploymentContainer: 'app-package-${take(token, 7)}'
+  datastore: 'datasets'
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: names.resourceGroup
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: names.identity
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: names.logAnalytics
+    appInsightsName: names.appInsights
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    datasetsAccountName: names.datasetsStorage
+    datasetsContainerName: datasetsContainerName
+    hostAccountName: names.hostStorage
+    deploymentContainerName: names.deploymentContainer
+    location: location
+    tags: tags
+  }
+}
+
+module aiHub 'modules/aihub.bicep' = {
+  name: 'aihub'
+  scope: rg
+  params: {
+    hubName: names.hub
+    projectName: names.project
+    storageAccountName: names.hubStorage
+    keyVaultName: names.keyVault
+    containerRegistryName: names.containerRegistry
+    appInsightsName: names.hubAppInsights
+    logAnalyticsId: monitoring.outputs.logAnalyticsId
+    datasetsAccountName: storage.outputs.datasetsAccountName
+    datasetsContainerName: datasetsContainerName
+    datastoreName: names.datastore
+    location: location
+    tags: tags
+  }
+}
+
+module roles 'modules/roles.bicep' = {
+  name: 'roles'
+  scope: rg
+  params: {
+    appPrincipalId: identity.outputs.principalId
+    projectPrincipalId: aiHub.outputs.projectPrincipalId
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
+    datasetsAccountName: storage.outputs.datasetsAccountName
+    hostAccountName: storage.outputs.hostAccountName
+    hubStorageAccountName: aiHub.outputs.storageAccountName
+    containerRegistryName: aiHub.outputs.containerRegistryName
+    projectName: aiHub.outputs.projectName
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
+}
+
+// The app's own settings: exactly the fields of core/settings.py's Settings that matter in Azure
+// (tests/test_infra.py keeps this in sync both ways). Values are strings, as app settings are.
+var appSettings = {
+  BACKEND: 'azureml'
+  TASK_HUB_NAME: taskHubName
+  DATASETS_CONTAINER: datasetsContainerName
+  // Identity-based datasets connection (blob trigger `connection="DatasetsStorage"` and
+  // backends/blob_store.py): the account name gives the host both the blob and the queue endpoint
+  // (the trigger's poison queue); no connection string.
+  DatasetsStorage__accountName: storage.outputs.datasetsAccountName
+  DatasetsStorage__credential: 'managedidentity'
+  DatasetsStorage__clientId: identity.outputs.clientId
+  AZURE_SUBSCRIPTION_ID: subscription().subscriptionId
+  AZURE_RESOURCE_GROUP: rg.name
+  AZUREML_WORKSPACE: aiHub.outputs.projectName
+  AI_PROJECT_NAME: aiHub.outputs.projectName
+  AZURE_CLIENT_ID: identity.outputs.clientId
+  AZUREML_DATASTORE: aiHub.outputs.datastoreName
+  BASE_MODEL_NAME: baseModelName
+  BASE_MODEL_VERSION: baseModelVersion
+  MODEL_REGISTRY: modelRegistry
+  TRAINING_INSTANCE_TYPE: trainingInstanceType
+  OUTPUT_MODEL_PREFIX: outputModelPrefix
+  LEARNING_RATE: learningRate
+  LR_SCHEDULER_TYPE: lrSchedulerType
+  NUM_TRAIN_EPOCHS: string(numTrainEpochs)
+  BATCH_SIZE: string(batchSize)
+  ENDPOINT_NAME: endpointName
+  SERVING_INSTANCE_TYPE: servingInstanceType
+  SERVING_INSTANCE_COUNT: string(servingInstanceCount)
+  CONNECTION_NAME: connectionName
+  SMOKE_TEST_PROMPT: smokeTestPrompt
+  JOB_POLL_FIRST_S: string(jobPollFirstSeconds)
+  JOB_POLL_MAX_S: string(jobPollMaxSeconds)
+  JOB_POLL_BACKOFF: jobPollBackoff
+  JOB_DEADLINE_HOURS: jobDeadlineHours
+  MONITOR_POLLS_PER_GENERATION: string(monitorPollsPerGeneration)
+  DEPLOY_POLL_FIRST_S: string(deployPollFirstSeconds)
+  DEPLOY_POLL_MAX_S: string(deployPollMaxSeconds)
+  DEPLOY_TIMEOUT_MINUTES: deployTimeoutMinutes
+  ACTIVITY_RETRY_ATTEMPTS: string(activityRetryAttempts)
+  ACTIVITY_RETRY_FIRST_INTERVAL_MS: string(activityRetryFirstIntervalMs)
+  VALIDATION_FRACTION: validationFraction
+  SPLIT_SEED: string(splitSeed)
+  MAX_TOKENS: string(maxTokens)
+  VALIDATION_MAX_ERRORS: string(validationMaxErrors)
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: tags
+    serviceName: 'api'
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    hostStorageAccountName: storage.outputs.hostAccountName
+    hostStorageBlobEndpoint: storage.outputs.hostBlobEndpoint
+    deploymentContainerName: names.deploymentContainer
+    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    appSettings: appSettings
+  }
+  // The host starts as soon as the app exists: its storage and App Insights roles must be in place.
+  dependsOn: [
+    roles
+  ]
+}
+
+// ---- outputs: azd stores them in .azure/<env>/.env; the postdeploy hook and README use them ----
+
+var appHost = functionApp.outputs.defaultHostName
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = 'https://${appHost}'
+output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output DATASETS_STORAGE_ACCOUNT string = storage.outputs.datasetsAccountName
+output DATASETS_CONTAINER string = datasetsContainerName
+output AI_HUB_NAME string = aiHub.outputs.hubName
+output AI_PROJECT_NAME string = aiHub.outputs.projectName
+output CONNECTION_NAME string = connectionName
+output ENDPOINT_NAME string = endpointName
+output TASK_HUB_NAME string = taskHubName
+
+@description('Uploading a .jsonl here starts a run (needs Storage Blob Data Contributor, given to principalId).')
+output UPLOAD_COMMAND string = 'az storage blob upload --auth-mode login --account-name ${storage.outputs.datasetsAccountName} -c ${datasetsContainerName} -n <folder>/<name>.jsonl -f <local file>.jsonl'
+
+@description('POST {"dataset": "<container>/<blob>"} here with ?code=<function key> to start a run over HTTP.')
+output RUNS_URL string = 'https://${appHost}/api/runs'
+
+@description('Function key for RUNS_URL.')
+output FUNCTION_KEY_COMMAND string = 'az functionapp keys list -g ${rg.name} -n ${functionApp.outputs.name} --query functionKeys.default -o tsv'
+
+@description('Status of a run: fill in the instance id (printed by the upload log / POST /api/runs) and the durabletask_extension system key.')
+output STATUS_URL_PATTERN string = 'https://${appHost}/runtime/webhooks/durabletask/instances/<instance id>?taskHub=${taskHubName}&code=<durabletask_extension key>'
+
+@description('Reads the durabletask_extension system key for STATUS_URL_PATTERN.')
+output STATUS_KEY_COMMAND string = 'az functionapp keys list -g ${rg.name} -n ${functionApp.outputs.name} --query systemKeys.durabletask_extension -o tsv'
