@@ -1,4 +1,9 @@
-"""validate_dataset: stream-check the uploaded JSONL; split it 80/20 when no validation file is given."""
+"""validate_dataset: stream-check the uploaded JSONL; split it 80/20 when no validation file is given.
+
+With a validation file, both are validated together (:func:`core.validation.validate_pair`), which
+also warns about validation examples that repeat a training example (overlap). Duplicates inside a
+file are warned about either way; warnings never stop the run, and the 80/20 split is unchanged.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from backends.registry import current
 from core.models import BlobRef, DatasetOutcome, RunConfig, ValidationIssue, ValidationReport
 from core.naming import split_blobs
 from core.splitting import split_file
-from core.validation import validate_file
+from core.validation import validate_file, validate_pair
 
 
 def _unreadable(blob: BlobRef, message: str) -> ValidationReport:
@@ -21,9 +26,8 @@ def _unreadable(blob: BlobRef, message: str) -> ValidationReport:
     return ValidationReport(file=blob.path, ok=False, examples=0, lines=0, error_count=1, errors=[issue])
 
 
-def _check(
-    store: DatasetStore, blob: BlobRef, dest: Path, cfg: RunConfig, min_examples: int
-) -> ValidationReport:
+def _download(store: DatasetStore, blob: BlobRef, dest: Path) -> ValidationReport | None:
+    """Fetch the blob to `dest`; a failed report if it cannot be had, else None."""
     try:
         store.download(blob, dest)
     except FileNotFoundError:
@@ -32,6 +36,15 @@ def _check(
         return _unreadable(
             blob, "blob was overwritten after this run started; the new upload starts its own run"
         )
+    return None
+
+
+def _check(
+    store: DatasetStore, blob: BlobRef, dest: Path, cfg: RunConfig, min_examples: int
+) -> ValidationReport:
+    failed = _download(store, blob, dest)
+    if failed is not None:
+        return failed
     return validate_file(
         dest,
         display_name=blob.path,
@@ -39,6 +52,33 @@ def _check(
         max_errors=cfg.max_errors,
         min_examples=min_examples,
     )
+
+
+def _check_pair(
+    store: DatasetStore, dataset: BlobRef, given: BlobRef, work: Path, cfg: RunConfig
+) -> list[ValidationReport]:
+    """[train report, validation report]; with overlap warnings when both could be downloaded."""
+    train_path, val_path = work / "dataset.jsonl", work / "validation.jsonl"
+    # Each is a failed report if that blob could not be downloaded, else None until validated.
+    train_report = _download(store, dataset, train_path)
+    val_report = _download(store, given, val_path)
+    if train_report is None and val_report is None:
+        train, validation, _overlap = validate_pair(
+            train_path,
+            val_path,
+            train_name=dataset.path,
+            validation_name=given.path,
+            max_tokens=cfg.max_tokens,
+            max_errors=cfg.max_errors,
+            min_examples=1,
+        )
+        return [train, validation]
+    limits: dict[str, Any] = {"max_tokens": cfg.max_tokens, "max_errors": cfg.max_errors, "min_examples": 1}
+    if train_report is None:
+        train_report = validate_file(train_path, display_name=dataset.path, **limits)
+    if val_report is None:
+        val_report = validate_file(val_path, display_name=given.path, **limits)
+    return [train_report, val_report]
 
 
 @activity
@@ -52,9 +92,10 @@ def validate_dataset(payload: Payload) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
         work = Path(tmp)
         # A dataset to split needs 2 examples; with a separate validation file, 1 in each will do.
-        reports = [_check(store, dataset, work / "dataset.jsonl", cfg, 1 if given else 2)]
-        if given is not None:
-            reports.append(_check(store, given, work / "validation.jsonl", cfg, 1))
+        if given is None:
+            reports = [_check(store, dataset, work / "dataset.jsonl", cfg, 2)]
+        else:
+            reports = _check_pair(store, dataset, given, work, cfg)
         if not all(r.ok for r in reports):
             return DatasetOutcome(ok=False, reports=reports).model_dump(mode="json")
 

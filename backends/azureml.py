@@ -16,10 +16,8 @@ Rules kept here:
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import re
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -57,8 +55,8 @@ from core.models import (
     ScoreResult,
 )
 from core.naming import APP_TAG
-from core.payload import output_of
 from core.preflight import PreflightCheck, PreflightReport, endpoint_name_check
+from core.scoring import post_score
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -757,42 +755,14 @@ class AzureMLBackend:
 
     def score(self, endpoint: str, deployment: str | None, payload: dict[str, object]) -> ScoreResult:
         uri, key = self._endpoint_secret(endpoint)
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        if deployment:
-            headers["azureml-model-deployment"] = deployment
-        body = json.dumps(payload)
-
-        failure: str | None = None
-        started = time.perf_counter()
-        try:
-            if self._http is not None:
-                response = self._http.post(uri, content=body, headers=headers, timeout=SCORE_TIMEOUT_S)
-            else:
-                with httpx.Client(timeout=SCORE_TIMEOUT_S) as client:
-                    response = client.post(uri, content=body, headers=headers)
-            text = response.text
-        except httpx.HTTPError as e:
-            failure = type(e).__name__
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        if failure is not None:
-            # Raised outside the except block so the httpx exception (whose request carries the
-            # Authorization header) is neither the cause nor the context of what propagates.
-            raise ConnectionError(f"scoring {endpoint}/{deployment} unreachable: {failure}")
-
-        if response.is_success:
-            return ScoreResult(
-                ok=True,
-                status_code=response.status_code,
-                output=_short(output_of(text), MAX_OUTPUT_CHARS),
-                latency_ms=latency_ms,
-            )
-        reason = response.reason_phrase or "error"
-        return ScoreResult(
-            ok=False,
-            status_code=response.status_code,
-            output=_short(text, MAX_OUTPUT_CHARS) if text else None,
-            error=_short(f"HTTP {response.status_code} {reason}", MAX_ERROR_CHARS, hide_queries=True),
-            latency_ms=latency_ms,
+        return post_score(
+            uri,
+            key,
+            deployment,
+            payload,
+            timeout_s=SCORE_TIMEOUT_S,
+            label=f"{endpoint}/{deployment}",
+            http=self._http,
         )
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> None:

@@ -103,17 +103,24 @@ def _host_pid(run_dir: Path) -> tuple[int, int] | None:
     return (int(pid), int(port)) if azurite.alive(int(pid)) else None
 
 
+def stop_process(pid: int, grace_s: float = 20.0) -> None:
+    """SIGTERM, and SIGKILL if it has not exited after `grace_s` (the engine's state is committed
+    transaction by transaction, so a kill loses nothing)."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while azurite.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if azurite.alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 def down(args: argparse.Namespace) -> int:
     """Stop everything `up`/`demo` started: host, local endpoints, training jobs, Azurite."""
     run_dir = _run_dir(args)
     stopped = []
     pid = _host_pid(run_dir)
     if pid is not None:
-        os.kill(pid[0], signal.SIGTERM)
-        for _ in range(100):
-            if not azurite.alive(pid[0]):
-                break
-            time.sleep(0.05)
+        stop_process(pid[0])
         stopped.append("host")
     (run_dir / "devhost.pid").unlink(missing_ok=True)
     try:

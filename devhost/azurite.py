@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from localml import procs
+
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public; documented by Microsoft), not a secret.
@@ -48,13 +50,7 @@ def port_open(port: int) -> bool:
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return procs.running(pid, None)
 
 
 def ensure(data_dir: Path, port: int, timeout_s: float = 30.0) -> Azurite:

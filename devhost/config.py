@@ -25,6 +25,8 @@ OFFLINE_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
     "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
     "TOKENIZERS_PARALLELISM": "false",
+    # Keep promptflow (and its tracing threads / signal handlers) out of the host process.
+    "LOCALML_PUBLISH_IN_CHILD": "1",
 }
 
 

@@ -26,7 +26,7 @@ from devhost.config import host_env
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "chats.jsonl"
 FLOW = ROOT / "flows" / "phi3_chat"
-QUESTION = "How do I get the limescale out of my K2 kettle?"
+QUESTION = "How do I descale the K2?"
 
 
 def say(text: str) -> None:
@@ -68,7 +68,7 @@ def follow(base_url: str, instance_id: str, started: float, timeout_s: float) ->
             extra = ""
             if custom.get("job_status"):
                 extra += f" job={custom['job_status']}"
-            if metrics:
+            if metrics.get("total_steps"):
                 loss = metrics.get("train_loss")
                 extra += f" step {int(metrics.get('step', 0))}/{int(metrics.get('total_steps', 0))}"
                 extra += f" loss={loss:.3f}" if isinstance(loss, int | float) else ""
@@ -98,7 +98,7 @@ def ask_flow(question: str, env: dict[str, str]) -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from devhost.__main__ import down, wait_ready
+    from devhost.__main__ import down, stop_process, wait_ready
     from localml.paths import RunPaths
 
     t0 = time.monotonic()
@@ -153,6 +153,6 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         return 0
     finally:
-        host.terminate()
-        host.wait(timeout=30)
+        if host.poll() is None:
+            stop_process(host.pid)
         down(args)

@@ -59,9 +59,10 @@ import httpx
 
 from core import redact
 from core.models import DeploymentSpec, EndpointInfo, ProvisioningState, ScoreResult
-from core.payload import output_of
 from core.redact import shorten
-from localml.endpoint_front import DEPLOYMENT_HEADER, ENDPOINT_FILE, FRONT_RECORD_FILE, KEY_FILE
+from core.scoring import post_score
+from localml import procs
+from localml.endpoint_front import ENDPOINT_FILE, FRONT_RECORD_FILE, KEY_FILE
 from localml.paths import RunPaths
 from localml.scoring_server import (
     DEPLOYMENT_FILE,
@@ -94,7 +95,6 @@ READY_TIMEOUT_S = 60.0  # how long `score` waits for a restarting front/server
 STOP_GRACE_S = 5.0
 LOG_TAIL_BYTES = 2000
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
-MAX_OUTPUT_CHARS = 500
 MAX_ERROR_CHARS = 300
 
 # Prompt flow (promptflow-devkit 1.18.5), verified in its installed source:
@@ -264,22 +264,6 @@ def _check_name(kind: str, name: str) -> None:
 # zombies and gives exit codes. Children of an earlier process (before a host restart) are not here.
 _CHILDREN: dict[tuple[int, int | None], subprocess.Popen[bytes]] = {}
 _CHILDREN_LOCK = threading.Lock()
-_HAS_PROC = Path("/proc/self/stat").exists()
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) from /proc, or None if there is no such process."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rindex(")") + 2 :].split()  # fields 3.. (comm may contain spaces)
-    return fields[0], int(fields[19])  # state (3), starttime (22)
-
-
-def _start_time(pid: int) -> int | None:
-    stat = _proc_stat(pid) if _HAS_PROC else None
-    return stat[1] if stat else None
 
 
 def _child(pid: int, start_time: int | None) -> subprocess.Popen[bytes] | None:
@@ -294,18 +278,7 @@ def _alive(pid: int | None, start_time: int | None) -> bool:
     child = _child(pid, start_time)
     if child is not None and child.poll() is not None:
         return False
-    if _HAS_PROC:
-        stat = _proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X"):
-            return False
-        return start_time is None or stat[1] == start_time
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return procs.running(pid, start_time)
 
 
 def _exit_code(pid: int | None, start_time: int | None) -> int | None:
@@ -370,16 +343,6 @@ def _healthy(port: int, pid: int | None) -> bool:
 
 
 # ============================================================================ scoring result helpers
-
-
-def _error_of(text: str) -> str:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return ""
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return data["error"]
-    return ""
 
 
 # ============================================================================ the backend
@@ -487,7 +450,7 @@ class LocalServing:
                 start_new_session=True,
                 close_fds=True,
             )
-        start_time = _start_time(proc.pid)
+        start_time = procs.start_time(proc.pid)
         with _CHILDREN_LOCK:
             _CHILDREN[(proc.pid, start_time)] = proc
         return {"pid": proc.pid, "start_time": start_time, "started_at": _now(), "log_offset": offset}
@@ -813,46 +776,10 @@ class LocalServing:
             _check_name("deployment", deployment)
         self._wait_ready(endpoint, deployment)
         uri, key = self._endpoint_secret(endpoint)
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-        if deployment:
-            headers[DEPLOYMENT_HEADER] = deployment
-        body = json.dumps(payload)
-
-        failure: str | None = None
-        started = time.perf_counter()
-        try:
-            if self._http is not None:
-                response = self._http.post(uri, content=body, headers=headers, timeout=self.score_timeout_s)
-            else:
-                # trust_env=False: a proxy from the environment must never see loopback traffic.
-                with httpx.Client(timeout=self.score_timeout_s, trust_env=False) as client:
-                    response = client.post(uri, content=body, headers=headers)
-            text = response.text
-        except httpx.HTTPError as e:
-            failure = type(e).__name__
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        if failure is not None:
-            # Raised outside the except block: the httpx exception (whose request carries the
-            # Authorization header) is neither the cause nor the context of what propagates.
-            raise ConnectionError(f"scoring {endpoint}/{deployment or '*'} unreachable: {failure}")
-
-        if response.is_success:
-            return ScoreResult(
-                ok=True,
-                status_code=response.status_code,
-                output=shorten(output_of(text), MAX_OUTPUT_CHARS),
-                latency_ms=latency_ms,
-            )
-        reason = response.reason_phrase or "error"
-        detail = _error_of(text)
-        return ScoreResult(
-            ok=False,
-            status_code=response.status_code,
-            output=shorten(text, MAX_OUTPUT_CHARS) if text else None,
-            error=shorten(
-                f"HTTP {response.status_code} {reason}" + (f": {detail}" if detail else ""), MAX_ERROR_CHARS
-            ),
-            latency_ms=latency_ms,
+        label = f"{endpoint}/{deployment or '*'}"
+        timeout = self.score_timeout_s
+        return post_score(
+            uri, key, deployment, payload, timeout_s=timeout, label=label, http=self._http, trust_env=False
         )
 
     # ------------------------------------------------------------------ Prompt flow connection
@@ -871,7 +798,10 @@ class LocalServing:
         home = self.paths.promptflow_home.resolve()
         with _PF_LOCK:
             bound = _bound_promptflow_home()
-            if bound is None or bound == home:
+            # Long-running hosts (devhost) ask for the child: importing promptflow here would
+            # bring its tracing/telemetry threads and signal handlers into the host process.
+            in_child = os.environ.get("LOCALML_PUBLISH_IN_CHILD") == "1"
+            if not in_child and (bound is None or bound == home):
                 self._publish_here(name, uri, key)
             else:
                 self._publish_in_child(name, endpoint)
@@ -907,6 +837,7 @@ class LocalServing:
         cmd = [sys.executable, "-m", "localml.serving", "publish-connection"]
         cmd += ["--run-dir", str(self.paths.root), "--name", name, "--endpoint", endpoint]
         env = self._child_env() | promptflow_env(self.paths)
+        env.pop("LOCALML_PUBLISH_IN_CHILD", None)  # the child publishes itself, it does not recurse
         done = subprocess.run(
             cmd,
             cwd=PROJECT_ROOT,

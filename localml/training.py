@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.models import BlobRef, FineTuneSpec, JobInfo, JobState, ModelRef
 from core.settings import Settings
+from localml import procs
 from localml.paths import RunPaths
 
 if TYPE_CHECKING:
@@ -180,19 +181,6 @@ def _reap() -> None:
             _children.pop(pid, None)
 
 
-def _start_time(pid: int) -> int | None:
-    """The kernel's start time of `pid` (clock ticks since boot), None if unknown / not Linux."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    try:
-        return int(fields[19])  # field 22 of /proc/<pid>/stat; fields[0] is field 3
-    except (IndexError, ValueError):
-        return None
-
-
 def _alive(process: dict[str, Any]) -> bool:
     """Is the process described by `process.json` still running (not exited, not a zombie)?"""
     pid = int(process["pid"])
@@ -202,26 +190,7 @@ def _alive(process: dict[str, Any]) -> bool:
             _children.pop(pid, None)
             return False
         return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        stat = ""
-    if stat:
-        state = stat[stat.rfind(")") + 2 :].split()[0]
-        if state in ("Z", "X"):
-            return False
-        # A different start time means the pid was recycled by another process.
-        recorded = process.get("start_time")
-        return recorded is None or _start_time(pid) == recorded
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return procs.running(pid, process.get("start_time"))
 
 
 def _wait_gone(process: dict[str, Any], timeout_s: float) -> bool:
@@ -326,7 +295,7 @@ class LocalTraining:
             _children[proc.pid] = proc
             _write_json(
                 job_dir / PROCESS_FILE,
-                {"pid": proc.pid, "start_time": _start_time(proc.pid), "started_at": _now()},
+                {"pid": proc.pid, "start_time": procs.start_time(proc.pid), "started_at": _now()},
             )
 
     def get_job(self, job_name: str) -> JobInfo:

@@ -76,7 +76,11 @@ class DevHost:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(30)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:  # state is committed per transaction: a kill is safe
+                self.proc.kill()
+                self.proc.wait(10)
 
     @property
     def connection_string(self) -> str:
@@ -136,10 +140,12 @@ def host(tmp_path_factory) -> Iterator[DevHost]:
     try:
         yield h
     finally:
-        h.stop()
         import argparse
 
-        down(argparse.Namespace(run_dir=str(run_dir)))
+        try:
+            h.stop()
+        finally:
+            down(argparse.Namespace(run_dir=str(run_dir)))
 
 
 def pf_subprocess(host: DevHost, *args: str) -> str:

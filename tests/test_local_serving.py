@@ -607,6 +607,22 @@ def test_publish_connection_writes_a_custom_connection_under_each_run_dir(
         assert here.configs["endpoint"] == uri and here.secrets["key"] == key_of(serving)
 
 
+def test_a_host_can_ask_for_the_child_process_publish(
+    serving: LocalServing, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dev host sets LOCALML_PUBLISH_IN_CHILD=1 to keep promptflow out of its process: the
+    child must publish itself (not spawn another child) and the connection must be readable."""
+    monkeypatch.setenv("LOCALML_PUBLISH_IN_CHILD", "1")
+    home = tmp_path / "home"
+    home.mkdir()
+    create_endpoint(serving)
+    started = time.monotonic()
+    uri = serving.publish_connection("phi3-finetuned", ENDPOINT)
+    assert time.monotonic() - started < 120
+    seen = read_connection(serving.paths, "phi3-finetuned", home)
+    assert seen["configs"] == {"endpoint": uri} and seen["secrets"] == {"key": key_of(serving)}
+
+
 def test_promptflow_env_keeps_everything_in_the_run_dir(paths: RunPaths) -> None:
     import yaml
 

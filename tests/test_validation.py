@@ -16,8 +16,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import core.validation as validation
-from core.models import ValidationReport
-from core.validation import MAX_LINE_BYTES, estimate_tokens, validate_file
+from core.models import DatasetOutcome, ValidationReport
+from core.validation import (
+    MAX_LINE_BYTES,
+    PairReport,
+    chat_text,
+    conversation_digest,
+    estimate_tokens,
+    load_tokenizer,
+    validate_file,
+    validate_pair,
+)
 
 BAD = Path(__file__).parent / "data" / "bad"
 MiB = 1024 * 1024
@@ -92,7 +101,7 @@ def test_corpus_exact_line_and_field(name: str) -> None:
 
 
 def test_corpus_is_covered() -> None:
-    tolerated = {"bom.jsonl", "crlf.jsonl", "blank_lines.jsonl", "extra_fields.jsonl"}
+    tolerated = {"bom.jsonl", "crlf.jsonl", "blank_lines.jsonl", "extra_fields.jsonl", "duplicates.jsonl"}
     assert {p.name for p in BAD.iterdir()} == set(CORPUS) | tolerated
 
 
@@ -451,7 +460,7 @@ def test_fast_path_agrees_with_the_detailed_check(pairs: list[tuple[str, str]], 
         assert problems
     else:
         assert problems is None
-        assert fast == (tokens, n_system, n_user, n_assistant)
+        assert fast == (tokens, n_system, n_user, n_assistant, validation._fingerprint(messages))
         assert tokens == estimate_tokens(pairs)
 
 
@@ -550,3 +559,491 @@ def test_mutations_never_raise_and_point_inside_the_file(
     assert report.examples == 2 + len(valid)
     assert report.ok == (len(valid) == len(nonblank))
     assert report.sha256 == hashlib.sha256(data).hexdigest()
+
+
+# --- duplicates -------------------------------------------------------------------------------
+
+
+def warned(report: ValidationReport) -> list[tuple[int, str, str]]:
+    return [(w.line, w.field, w.message) for w in report.warnings]
+
+
+def test_duplicates_ignore_json_formatting_key_order_escapes_and_extra_fields() -> None:
+    report = validate_file(BAD / "duplicates.jsonl", display_name="datasets/dups.jsonl")
+    assert report.ok and report.examples == 6 and report.duplicates == 3
+    same = "same messages (roles and contents)"
+    assert warned(report) == [
+        (2, "messages", f"duplicate of line 1: {same}"),  # compact JSON, other key order
+        (4, "messages", f"duplicate of line 1: {same}"),  # spaces everywhere, "\u003f" for "?"
+        (6, "messages", f"duplicate of line 3: {same}"),  # extra fields, relaxed decoder
+    ]
+    assert all(w.file == "datasets/dups.jsonl" for w in report.warnings)
+    # line 5 differs by one trailing space: not a duplicate
+
+
+def test_duplicate_needs_same_roles_and_same_split_of_contents(tmp_path: Path) -> None:
+    lines = [
+        conv(("user", "a b"), ("assistant", "c")),
+        conv(("user", "a"), ("assistant", "b c")),  # same text, split differently
+        conv(("system", "a b"), ("user", "x"), ("assistant", "c")),
+        conv(("user", "x"), ("assistant", "c")),
+        conv(("user", "a b"), ("assistant", "c"), prompt="other", prompt_id="other"),  # dup of 1
+    ]
+    report = validate_file(write(tmp_path, b"\n".join(lines) + b"\n"))
+    assert [(w.line, w.message.split(":")[0]) for w in report.warnings] == [(5, "duplicate of line 1")]
+    assert report.duplicates == 1
+
+
+def test_duplicates_are_capped_like_errors_and_all_counted(tmp_path: Path) -> None:
+    path = write(tmp_path, b"\n".join([GOOD] * 120 + [GOOD_SYS] * 3) + b"\n")
+    report = validate_file(path, max_errors=7)
+    assert report.ok and report.examples == 123 and report.duplicates == 121
+    assert [w.line for w in report.warnings] == [*range(2, 9), 0]
+    assert all(w.message.startswith("duplicate of line 1:") for w in report.warnings[:7])
+    assert report.warnings[-1].message == "121 duplicate examples in all; only the first 7 are listed"
+
+
+def test_invalid_lines_are_never_duplicates(tmp_path: Path) -> None:
+    bad = conv(("user", "Hi"))  # no assistant message
+    report = validate_file(write(tmp_path, b"\n".join([GOOD, bad, bad, GOOD_SYS]) + b"\n"))
+    assert where(report) == [(3 - 1, "messages"), (3, "messages")]
+    assert report.duplicates == 0 and not report.warnings
+
+
+def test_other_warnings_come_first_then_duplicates(tmp_path: Path) -> None:
+    data = b"\xef\xbb\xbf" + GOOD + b"\r\n\n" + GOOD + b"\n"
+    report = validate_file(write(tmp_path, data))
+    assert [(w.line, w.field) for w in report.warnings] == [(1, ""), (2, ""), (1, ""), (3, "messages")]
+
+
+def test_conversation_digest_matches_the_validator(tmp_path: Path) -> None:
+    pairs = [("user", "Ça va? 😀"), ("assistant", "Oui\nmerci")]
+    (train := tmp_path / "t.jsonl").write_bytes(conv(*pairs) + b"\n")
+    messages = [validation._Message(role=r, content=c) for r, c in pairs]  # type: ignore[arg-type]
+    assert conversation_digest(pairs) == hash(tuple(map(validation._astuple, messages)))
+    strict = validation._STRICT.decode(conv(*pairs)).messages
+    relaxed = validation._RELAXED.decode(conv(*pairs, source="web")).messages
+    assert conversation_digest(pairs) == hash(tuple(map(validation._astuple, strict)))
+    assert conversation_digest(pairs) == hash(tuple(map(validation._astuple, relaxed)))
+    assert validate_pair(train, train).overlap == 1
+
+
+def render(pairs: list[tuple[str, str]], style: int) -> bytes:
+    """One conversation as a JSONL line, in one of several equivalent JSON spellings."""
+    messages = [{"role": r, "content": c} for r, c in pairs]
+    if style == 0:
+        return json.dumps({"messages": messages}, ensure_ascii=False).encode()
+    if style == 1:  # ASCII escapes, no spaces, reversed keys, extra fields
+        reordered = [{"content": m["content"], "role": m["role"], "w": 1} for m in messages]
+        return json.dumps({"id": 3, "messages": reordered}, ensure_ascii=True, separators=(",", ":")).encode()
+    return json.dumps({"prompt": "p", "messages": messages}, indent=None, separators=(" , ", " : ")).encode()
+
+
+@st.composite
+def conversation(draw: st.DrawFn) -> list[tuple[str, str]]:
+    content = st.text(min_size=1, max_size=12).filter(lambda s: not s.isspace())
+    turns = draw(st.integers(1, 3))
+    pairs = [("system", draw(content))] if draw(st.booleans()) else []
+    for _ in range(turns):
+        pairs += [("user", draw(content)), ("assistant", draw(content))]
+    return pairs
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conversation(), conversation(), st.integers(0, 2), st.integers(0, 2), st.booleans())
+def test_duplicate_iff_same_messages_whatever_the_spelling(
+    tmp_path: Path, a: list[tuple[str, str]], b: list[tuple[str, str]], sa: int, sb: int, same: bool
+) -> None:
+    if same:
+        b = list(a)
+    path = write(tmp_path, render(a, sa) + b"\n" + render(b, sb) + b"\n")
+    report = validate_file(path, max_tokens=10**6)
+    assert report.ok and report.examples == 2, report.errors
+    assert report.duplicates == (a == b)
+    assert (conversation_digest(a) == conversation_digest(b)) == (a == b)
+
+
+def test_digest_memory_is_bounded_per_example(tmp_path: Path) -> None:
+    n = 50_000
+    lines = (
+        json.dumps(
+            {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+        )
+        for i in range(n)
+    )
+    path = write(tmp_path, ("\n".join(lines) + "\n").encode())
+    gc.collect()
+    tracemalloc.start()
+    try:
+        report = validate_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.examples == n and report.duplicates == 0
+    # a few 1 MiB chunks, then per example a digest dict entry (~130 B) and a token count
+    assert peak < 4 * MiB + 220 * n, f"{(peak - 4 * MiB) / n:.0f} B per example"
+
+
+# --- train/validation overlap -----------------------------------------------------------------
+
+
+def test_validate_pair_counts_overlap_on_the_validation_report(tmp_path: Path) -> None:
+    a = conv(("user", "A?"), ("assistant", "A."))
+    b = conv(("user", "B?"), ("assistant", "B."))
+    c = conv(("system", "S"), ("user", "C?"), ("assistant", "C."))
+    d = conv(("user", "D?"), ("assistant", "D."))
+    b_other_spelling = (
+        b'{"messages":[{"content":"B?","role":"user"},{"content":"B\\u002e","role":"assistant"}]}'
+    )
+    train = write(tmp_path, b"\n".join([a, b, c]) + b"\n", "train.jsonl")
+    val = write(tmp_path, b"\n".join([b_other_spelling, d, a, d, a]) + b"\n", "val.jsonl")
+
+    result = validate_pair(
+        train, val, train_name="datasets/train.jsonl", validation_name="datasets/val.jsonl"
+    )
+    assert isinstance(result, PairReport)
+    train_report, val_report, overlap = result
+    assert overlap == val_report.overlap == 3
+    assert train_report.ok and not train_report.warnings and train_report.overlap == 0
+    assert val_report.ok and val_report.examples == 5 and val_report.duplicates == 2
+    assert warned(val_report) == [
+        (4, "messages", "duplicate of line 2: same messages (roles and contents)"),
+        (5, "messages", "duplicate of line 3: same messages (roles and contents)"),
+        (1, "messages", "same messages as line 2 of the training file datasets/train.jsonl (overlap)"),
+        (3, "messages", "same messages as line 1 of the training file datasets/train.jsonl (overlap)"),
+        (5, "messages", "same messages as line 1 of the training file datasets/train.jsonl (overlap)"),
+    ]
+    assert {w.file for w in val_report.warnings} == {"datasets/val.jsonl"}
+    assert validate_file(val).overlap == 0  # alone, a file has nothing to overlap with
+
+
+def test_overlap_is_capped_and_never_an_error(tmp_path: Path) -> None:
+    train = write(tmp_path, GOOD + b"\n" + GOOD_SYS + b"\n", "train.jsonl")
+    val = write(tmp_path, b"\n".join([GOOD_SYS] * 10) + b"\n", "val.jsonl")
+    _, val_report, overlap = validate_pair(train, val, max_errors=3)
+    assert overlap == 10 and val_report.ok and val_report.duplicates == 9
+    overlaps = [w for w in val_report.warnings if "overlap" in w.message or "training file" in w.message]
+    assert [w.line for w in overlaps] == [1, 2, 3, 0]
+    assert overlaps[-1].message == "10 examples also in the training file in all; only the first 3 are listed"
+
+
+def test_validate_pair_checks_each_file_with_min_examples_1(tmp_path: Path) -> None:
+    train = write(tmp_path, GOOD + b"\n", "train.jsonl")
+    val = write(tmp_path, b"[1]\n", "val.jsonl")
+    train_report, val_report, overlap = validate_pair(train, val)
+    assert train_report.ok and train_report.examples == 1
+    assert where(val_report) == [(1, "")] and overlap == 0
+    with pytest.raises(FileNotFoundError):
+        validate_pair(train, tmp_path / "missing.jsonl")
+
+
+def test_activity_reports_overlap_and_duplicates_but_accepts(azure, settings) -> None:
+    from activities.dataset import validate_dataset
+    from tests.fakes import ultrachat_lines as fake_lines
+
+    train = azure.put_blob("datasets", "chats/train.jsonl", fake_lines(12))
+    rows = fake_lines(12).splitlines()
+    holdout = azure.put_blob("datasets", "chats/holdout.jsonl", b"\n".join([rows[4], rows[4]]) + b"\n")
+    payload = {
+        "instance_id": "ft-0123456789abcdef",
+        "config": settings.run_config().model_dump(mode="json"),
+        "dataset": train.model_dump(mode="json"),
+        "validation": holdout.model_dump(mode="json"),
+    }
+    outcome = DatasetOutcome.model_validate(validate_dataset(payload))
+    assert outcome.ok and (outcome.train_examples, outcome.validation_examples) == (12, 2)
+    train_report, val_report = outcome.reports
+    assert train_report.file == "datasets/chats/train.jsonl" and not train_report.warnings
+    assert (val_report.overlap, val_report.duplicates) == (2, 1)
+    assert [(w.line, w.message) for w in val_report.warnings] == [
+        (2, "duplicate of line 1: same messages (roles and contents)"),
+        (1, "same messages as line 5 of the training file datasets/chats/train.jsonl (overlap)"),
+        (2, "same messages as line 5 of the training file datasets/chats/train.jsonl (overlap)"),
+    ]
+
+
+def test_activity_split_path_warns_about_duplicates_and_splits_all(azure, settings) -> None:
+    from activities.dataset import validate_dataset
+    from tests.fakes import ultrachat_lines as fake_lines
+
+    lines = fake_lines(10) + fake_lines(10)  # every example twice
+    dataset = azure.put_blob("datasets", "chats/twice.jsonl", lines)
+    payload = {
+        "instance_id": "ft-0123456789abcdef",
+        "config": settings.run_config().model_dump(mode="json"),
+        "dataset": dataset.model_dump(mode="json"),
+    }
+    outcome = DatasetOutcome.model_validate(validate_dataset(payload))
+    assert outcome.ok and outcome.train_examples + outcome.validation_examples == 20
+    [report] = outcome.reports
+    assert report.duplicates == 10 and report.overlap == 0
+    assert [w.line for w in report.warnings] == list(range(11, 21))
+
+
+# --- exact token counts with a tokenizer --------------------------------------------------------
+
+SPECIAL = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+
+def tiny_tokenizer(path: Path, *, bos: bool = False) -> Path:
+    """A byte-level BPE trained on a few strings, with Phi-3's chat tokens (and optionally a
+    post-processor adding a BOS token, like Llama-family tokenizers do)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=[*SPECIAL, "<s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = ["What is 2+2? 2+2 is 4.", "Name a colour. Blue.", "You are terse.", "aaaa " * 50]
+    tok.train_from_iterator(corpus * 20, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return path
+
+
+def phi3(pairs: list[tuple[str, str]]) -> str:
+    text = ""
+    for role, content in pairs:
+        text += "<|" + role + "|>\n" + content + "<|end|>\n"
+    return text + "<|endoftext|>"
+
+
+CONVERSATIONS = [
+    [("user", "What is 2+2?"), ("assistant", "2+2 is 4.")],
+    [("system", "You are terse."), ("user", "Name a colour."), ("assistant", "Blue.")],
+    [("user", "Ça va? 😀 " * 5), ("assistant", "Oui\nmerci\n\n" * 3), ("user", "x"), ("assistant", "y")],
+]
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_tokenizer_gives_exact_counts(tmp_path: Path, bos: bool) -> None:
+    from tokenizers import Tokenizer
+
+    tok_path = tiny_tokenizer(tmp_path / "tok" / "tokenizer.json", bos=bos)
+    tok = Tokenizer.from_file(str(tok_path))
+    assert [len(tok.encode(t, add_special_tokens=False).ids) for t in SPECIAL] == [1] * 5
+    expected = [len(tok.encode(phi3(pairs)).ids) for pairs in CONVERSATIONS]
+    if bos:
+        assert expected == [len(tok.encode(phi3(p), add_special_tokens=False).ids) + 1 for p in CONVERSATIONS]
+    assert [phi3(p) for p in CONVERSATIONS] == [chat_text(p) for p in CONVERSATIONS]
+
+    path = write(tmp_path, b"\n".join(conv(*pairs) for pairs in CONVERSATIONS) + b"\n")
+    for given_path in (tok_path, tok_path.parent, str(tok_path)):  # file or directory, str or Path
+        report = validate_file(path, tokenizer=given_path)
+        assert report.ok, report.errors
+        assert report.token_method == f"tokenizer:{given_path}"
+        ordered = sorted(expected)
+        assert report.tokens.total == sum(expected)
+        assert report.tokens.max == max(expected)
+        assert report.tokens.max_line == expected.index(max(expected)) + 1
+        assert report.tokens.p50 == ordered[math.ceil(0.5 * 3) - 1]
+        assert report.tokens.p95 == ordered[-1]
+    assert validate_file(path).token_method == "estimate"
+
+
+def test_tokenizer_limit_uses_the_exact_count_not_the_estimate(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tok_path = tiny_tokenizer(tmp_path / "tokenizer.json")
+    tok = Tokenizer.from_file(str(tok_path))
+    runs = [("user", "aaaa " * 50), ("assistant", "aaaa " * 40)]  # merged into few tokens
+    exact = len(tok.encode(phi3(runs)).ids)
+    estimate = estimate_tokens(runs)
+    assert exact < estimate
+    path = write(tmp_path, b"\n".join([GOOD, conv(*runs), GOOD_SYS]) + b"\n")
+
+    assert not validate_file(path, max_tokens=exact).ok  # the estimate alone would fail it
+    report = validate_file(path, max_tokens=exact, tokenizer=tok_path)
+    assert report.ok and report.tokens.max == exact and report.tokens.max_line == 2
+
+    report = validate_file(path, max_tokens=exact - 1, tokenizer=tok_path)
+    assert where(report) == [(2, "messages")]
+    assert report.errors[0].message == (
+        f"conversation is {exact} tokens (tokenizer:{tok_path}); limit is {exact - 1}"
+    )
+    assert report.examples == 2 and report.duplicates == 0
+
+
+def test_tokenizer_in_validate_pair(tmp_path: Path) -> None:
+    tok_path = tiny_tokenizer(tmp_path / "tokenizer.json")
+    train = write(tmp_path, GOOD + b"\n" + GOOD_SYS + b"\n", "train.jsonl")
+    val = write(tmp_path, GOOD + b"\n", "val.jsonl")
+    train_report, val_report, overlap = validate_pair(train, val, tokenizer=tok_path)
+    assert train_report.token_method == val_report.token_method == f"tokenizer:{tok_path}"
+    assert overlap == 1
+
+
+def test_bad_tokenizer_paths(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + b"\n" + GOOD_SYS + b"\n")
+    with pytest.raises(FileNotFoundError):
+        validate_file(path, tokenizer=tmp_path / "nope.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError):
+        load_tokenizer(tmp_path / "empty")  # a directory without tokenizer.json
+    with pytest.raises(ValueError, match=r"not a tokenizer\.json"):
+        validate_file(path, tokenizer=path)
+
+
+# --- summary fields ---------------------------------------------------------------------------
+
+
+def test_summary_longest_line_turns_and_roles(tmp_path: Path) -> None:
+    three = conv(
+        ("user", "1"),
+        ("assistant", "1"),
+        ("user", "2"),
+        ("assistant", "2"),
+        ("user", "3"),
+        ("assistant", "3"),
+    )
+    long = conv(("system", "s"), ("user", "q" * 500), ("assistant", "a"))
+    lines = [GOOD, b"", three, long, b'{"messages": "' + b"x" * 700 + b'"}', GOOD_SYS]
+    report = validate_file(write(tmp_path, b"\n".join(lines) + b"\n"))
+    assert report.error_count == 1 and report.examples == 4
+    assert (report.longest_line, report.longest_line_bytes) == (5, len(lines[4]))  # errors count too
+    assert report.turns == {1: 3, 3: 1}
+    assert report.role_counts == {"system": 2, "user": 6, "assistant": 6}
+    assert report.tokens.max_line == 4
+    assert report.token_method == "estimate" and report.duplicates == report.overlap == 0
+    # JSON round trip (the activity's outcome travels as JSON): histogram keys come back as ints
+    assert ValidationReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_longest_line_counts_skipped_over_long_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validation, "MAX_LINE_BYTES", 300)
+    monkeypatch.setattr(validation, "_CHUNK", 64)
+    data = b"\n".join([GOOD, b"q" * 1000 + b"\r", b"w" * 400, GOOD_SYS]) + b"\n"
+    report = validate_file(write(tmp_path, data))
+    assert where(report) == [(2, ""), (3, "")]
+    assert (report.longest_line, report.longest_line_bytes) == (2, 1000)
+
+
+def test_empty_and_gzip_reports_have_empty_summaries() -> None:
+    for name in ("empty.jsonl", "gzip_named.jsonl"):
+        report = validate_file(BAD / name)
+        assert (report.longest_line, report.turns, report.duplicates) == (0, {}, 0)
+
+
+# --- duplicates and overlap against a plain reference, across chunk sizes ---------------------
+
+# Contents of equal length, so that different conversations share a fingerprint (the lengths)
+# and the full digests have to decide; "é" and "\u00e9" spellings are produced by render().
+POOL = ["ab", "cd", "é!", "xy ", "Hi", "ok."]
+
+
+@st.composite
+def small_conversation(draw: st.DrawFn) -> list[tuple[str, str]]:
+    content = st.sampled_from(POOL)
+    pairs = [("system", draw(content))] if draw(st.integers(0, 3)) == 0 else []
+    for _ in range(draw(st.integers(1, 2))):
+        pairs += [("user", draw(content)), ("assistant", draw(content))]
+    return pairs
+
+
+@st.composite
+def jsonl_file(draw: st.DrawFn) -> tuple[bytes, list[list[tuple[str, str]] | None]]:
+    """File bytes and, per physical line, its conversation (None: blank or invalid line)."""
+    rows: list[list[tuple[str, str]] | None] = []
+    lines: list[bytes] = []
+    for _ in range(draw(st.integers(1, 14))):
+        kind = draw(st.integers(0, 9))
+        if kind == 0:
+            lines.append(draw(st.sampled_from([b"", b"  ", b"\t"])))
+            rows.append(None)
+        elif kind == 1:
+            lines.append(conv(("user", "no reply")))
+            rows.append(None)
+        else:
+            pairs = draw(small_conversation())
+            lines.append(render(pairs, draw(st.integers(0, 2))))
+            rows.append(pairs)
+    ending = draw(st.sampled_from([b"\n", b"\r\n"]))
+    data = ending.join(lines) + draw(st.sampled_from([ending, b""]))
+    if draw(st.booleans()):
+        data = b"\xef\xbb\xbf" + data
+    return data, rows
+
+
+def first_lines(rows: list[list[tuple[str, str]] | None]) -> dict[tuple[tuple[str, str], ...], int]:
+    firsts: dict[tuple[tuple[str, str], ...], int] = {}
+    for lineno, pairs in enumerate(rows, 1):
+        if pairs is not None:
+            firsts.setdefault(tuple(pairs), lineno)
+    return firsts
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(jsonl_file(), jsonl_file(), st.sampled_from([1, 3, 17, 64, 1 << 20]))
+def test_duplicates_and_overlap_match_a_plain_reference(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    train_file: tuple[bytes, list[list[tuple[str, str]] | None]],
+    val_file: tuple[bytes, list[list[tuple[str, str]] | None]],
+    chunk: int,
+) -> None:
+    monkeypatch.setattr(validation, "_CHUNK", chunk)
+    (train_data, train_rows), (val_data, val_rows) = train_file, val_file
+    train = write(tmp_path, train_data, "train.jsonl")
+    val = write(tmp_path, val_data, "val.jsonl")
+    train_report, val_report, overlap = validate_pair(train, val, max_errors=1000, max_tokens=10**6)
+
+    def expected_duplicates(rows: list[list[tuple[str, str]] | None]) -> list[tuple[int, int]]:
+        firsts = first_lines(rows)
+        return [
+            (n, firsts[tuple(p)]) for n, p in enumerate(rows, 1) if p is not None and firsts[tuple(p)] != n
+        ]
+
+    def reported(report: ValidationReport, text: str) -> list[tuple[int, int]]:
+        return [
+            (w.line, int(w.message.split("line ")[1].split(" ")[0].rstrip(":")))
+            for w in report.warnings
+            if w.message.startswith(text)
+        ]
+
+    assert reported(train_report, "duplicate of") == expected_duplicates(train_rows)
+    assert reported(val_report, "duplicate of") == expected_duplicates(val_rows)
+    in_train = first_lines(train_rows)
+    expected_overlap = [
+        (n, in_train[tuple(p)]) for n, p in enumerate(val_rows, 1) if p is not None and tuple(p) in in_train
+    ]
+    assert reported(val_report, "same messages as") == expected_overlap
+    assert overlap == val_report.overlap == len(expected_overlap)
+    assert train_report.duplicates == len(expected_duplicates(train_rows))
+
+
+def test_same_lengths_different_contents_are_not_duplicates(tmp_path: Path) -> None:
+    lines = [conv(("user", a), ("assistant", b)) for a in ("ab", "cd", "ef") for b in ("xy", "zw")]
+    report = validate_file(write(tmp_path, b"\n".join(lines) + b"\n"))
+    assert report.ok and report.examples == 6 and report.duplicates == 0 and not report.warnings
+
+
+def test_training_file_changed_before_read_back_is_no_match(tmp_path: Path) -> None:
+    """Examples are read back by offset only on a shared fingerprint; if that fails, no warning."""
+    train = write(tmp_path, GOOD + b"\n" + GOOD_SYS + b"\n", "train.jsonl")
+    val = write(tmp_path, GOOD + b"\n", "val.jsonl")
+    limits = {"max_tokens": 4096, "max_errors": 50, "min_examples": 1}
+    _, index = validation._validate(train, "train.jsonl", **limits)
+    train.write_bytes(b"[not json any more]\n" * 3)
+    report, val_index = validation._validate(val, "val.jsonl", against=index, **limits)
+    index.close()
+    val_index.close()
+    assert report.ok and report.overlap == 0 and not report.warnings
+    train.unlink()  # unreadable altogether: still no crash
+    _, index = validation._validate(val, "train.jsonl", **limits)
+    (tmp_path / "val.jsonl").unlink()
+    report, _ = validation._validate(write(tmp_path, GOOD + b"\n", "v2.jsonl"), "v2", against=index, **limits)
+    assert report.ok and report.overlap == 0
+
+
+def test_turns_histogram_grows_for_long_conversations(tmp_path: Path) -> None:
+    long = conv(*[(role, f"{role} {i}") for i in range(20) for role in ("user", "assistant")])
+    report = validate_file(write(tmp_path, GOOD + b"\n" + long + b"\n"), max_tokens=10**6)
+    assert report.ok and report.turns == {1: 1, 20: 1}

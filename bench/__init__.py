@@ -1,0 +1,1 @@
+"""Benchmarks: validation speed and memory (validate_bench), orchestration history size (history_bench)."""
