@@ -17,7 +17,7 @@ from backends.blob_store import BlobChangedError
 from backends.registry import current
 from core.models import BlobRef, DatasetOutcome, RunConfig, ValidationIssue, ValidationReport
 from core.naming import split_blobs
-from core.splitting import split_file
+from core.splitting import split_file, validation_count
 from core.validation import validate_file, validate_pair
 
 
@@ -107,6 +107,16 @@ def validate_dataset(payload: Payload) -> dict[str, Any]:
                 validation=given,
                 train_examples=reports[0].examples,
                 validation_examples=reports[1].examples,
+            )
+            return outcome.model_dump(mode="json")
+
+        if payload.get("dry_run"):  # a plan needs the counts, not the files: write nothing
+            n_val = validation_count(reports[0].examples, cfg.validation_fraction)
+            outcome = DatasetOutcome(
+                ok=True,
+                reports=reports,
+                train_examples=reports[0].examples - n_val,
+                validation_examples=n_val,
             )
             return outcome.model_dump(mode="json")
 

@@ -58,7 +58,9 @@ def world(azurite, tmp_path) -> Iterator[tuple[FakeAzure, BlobDatasetStore, dict
     if not container.exists():
         container.create_container()
     fake = FakeAzure(job_states=["Running"])  # the run stays in training; we only count runs
-    backends = registry.Backends(training=fake, serving=fake, connections=fake, datasets=store)
+    backends = registry.Backends(
+        training=fake, serving=fake, connections=fake, datasets=store, preflight=fake
+    )
     env = {
         "DatasetsStorage": azurite.connection_string,
         "DATASETS_CONTAINER": "datasets",

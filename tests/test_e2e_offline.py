@@ -98,6 +98,12 @@ class DevHost:
         path.write_bytes(SAMPLE.read_bytes() if data is None else data)
         return BlobDatasetStore(service).upload(path, BlobRef(container="datasets", name=name))
 
+    def blob_names(self) -> list[str]:
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(self.connection_string)
+        return [b.name for b in service.get_container_client("datasets").list_blobs()]
+
     def status(self, run_id: str) -> dict[str, Any] | None:
         resp = httpx.get(f"{self.base_url}/runtime/webhooks/durabletask/instances/{run_id}", timeout=10)
         return None if resp.status_code == 404 else resp.json()
@@ -194,9 +200,8 @@ def test_upload_to_answer(host: DevHost):
 
 
 def _jobs(host: DevHost) -> list[str]:
-    return sorted(
-        p.name for p in RunPaths.at(host.run_dir).jobs_dir.iterdir() if (p / "status.json").exists()
-    )
+    jobs = RunPaths.at(host.run_dir).jobs_dir
+    return sorted(p.name for p in jobs.iterdir() if (p / "status.json").exists()) if jobs.exists() else []
 
 
 def _endpoint(host: DevHost) -> dict[str, Any]:
@@ -234,6 +239,24 @@ def test_kill9_and_restart_completes_once(host: DevHost, label, kill_at):
     assert httpx.post(out["scoring_uri"], json={}).status_code == 401  # still key-protected after restart
 
 
+def test_dry_run_answers_with_a_plan_and_creates_nothing(host: DevHost):
+    dataset = host.upload("dry/_splits/manual/chats.jsonl")  # a folder the blob trigger ignores
+    jobs_before = _jobs(host)
+    body = {"dataset": dataset.path, "dry_run": True}
+    resp = httpx.post(f"{host.base_url}/api/runs", json=body, timeout=90)
+
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    assert out["status"] == "planned"
+    plan = out["plan"]
+    assert plan["model_id"] == "local://tiny-phi3" and plan["train_examples"] == 240
+    assert plan["deployment"].endswith(instance_id(dataset).removeprefix("ft-")[:12])  # the real run's name
+    assert _jobs(host) == jobs_before
+    assert not [
+        b for b in host.blob_names() if b.startswith("dry/_splits/ft-") or b.startswith("dry/_splits/dry-")
+    ]
+
+
 def test_cancel_while_training(host: DevHost):
     """POST /api/runs/{id}/cancel during training: the local job is killed, the run ends canceled."""
     dataset = host.upload("cancel/chats.jsonl", SAMPLE.read_bytes() + b"\n\n\n\n\n\n\n")
@@ -268,6 +291,8 @@ def test_duplicate_starts_of_one_blob_version(host: DevHost):
     assert codes == [409] * 20
     db = sqlite3.connect(f"file:{host.run_dir / 'devhost.sqlite'}?mode=ro", uri=True)
     receipts = db.execute("SELECT name, COUNT(*), MIN(state) FROM receipts GROUP BY name, etag").fetchall()
-    runs = db.execute("SELECT COUNT(*) FROM instances WHERE name = 'finetune_orchestrator'").fetchone()[0]
+    runs = db.execute(  # dry runs (id dry-…) are started over HTTP only, never by an upload
+        "SELECT COUNT(*) FROM instances WHERE name = 'finetune_orchestrator' AND id LIKE 'ft-%'"
+    ).fetchone()[0]
     assert all(count == 1 and state == "done" for _, count, state in receipts), receipts
     assert runs == sum(1 for name, _, _ in receipts if is_dataset_blob(name))  # split outputs start nothing

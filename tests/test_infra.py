@@ -627,10 +627,11 @@ def test_every_role_assignment_says_why():
 
 def test_event_grid_subscription_feeds_the_blob_trigger_with_jsonl_from_the_container():
     import function_app
+    from devhost.functions import app_functions  # the SDK indexes an app only once per process
 
     triggers = {
         f.get_function_name(): f.get_trigger().get_dict_repr()
-        for f in function_app.app.get_functions()
+        for f in app_functions(function_app.app)
         if f.get_trigger().get_dict_repr()["type"] == "blobTrigger"
     }
     assert set(triggers) == {"on_dataset_uploaded"}
