@@ -173,7 +173,11 @@ def chat(args: argparse.Namespace) -> int:
     from localml.serving import promptflow_env
 
     env = {**os.environ, **promptflow_env(RunPaths.at(_run_dir(args)))}
-    print(ask_flow(args.question, env))
+    try:
+        print(ask_flow(args.question, env))
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -88,7 +88,8 @@ def ask_flow(question: str, env: dict[str, str]) -> str:
     cmd = [str(pf), "flow", "test", "--flow", str(FLOW), "--inputs", f"input_data={question}"]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
-        raise RuntimeError(f"pf flow test failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        output = (proc.stderr.strip() or proc.stdout.strip())[-2000:] or "no output"
+        raise RuntimeError(f"pf flow test failed ({proc.returncode}); has a run completed yet?\n{output}")
     out = proc.stdout.strip()
     start = out.find("{")
     try:
