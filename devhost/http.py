@@ -113,11 +113,10 @@ def build_app(
             return web.json_response("", status=404)
         return web.json_response(body, status=STATUS_CODES.get(body["runtimeStatus"], 202))
 
-    async def raise_event(request: web.Request) -> web.Response:
+    def _signal(request: web.Request, operation: Callable[[], None]) -> web.Response:
+        """Run an operation on a live instance: 202, or 404 unknown / 410 already finished."""
         try:
-            engine.raise_event(
-                request.match_info["id"], request.match_info["event"], await _json_text(request)
-            )
+            operation()
         except NotFound:
             return web.json_response(f"No instance with ID '{request.match_info['id']}' found.", status=404)
         except Gone:
@@ -125,15 +124,14 @@ def build_app(
         wake()
         return web.Response(status=202)
 
+    async def raise_event(request: web.Request) -> web.Response:
+        data = await _json_text(request)
+        info = request.match_info
+        return _signal(request, lambda: engine.raise_event(info["id"], info["event"], data))
+
     async def terminate(request: web.Request) -> web.Response:
-        try:
-            engine.terminate(request.match_info["id"], request.query.get("reason", ""))
-        except NotFound:
-            return web.json_response(f"No instance with ID '{request.match_info['id']}' found.", status=404)
-        except Gone:
-            return web.json_response("instance already completed", status=410)
-        wake()
-        return web.Response(status=202)
+        reason = request.query.get("reason", "")
+        return _signal(request, lambda: engine.terminate(request.match_info["id"], reason))
 
     async def purge(request: web.Request) -> web.Response:
         deleted = engine.purge(request.match_info["id"])

@@ -36,7 +36,6 @@ fi
 stamp=".venv/.installed-$profile"
 want="$(cat "${reqs[@]}" requirements.txt | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing ${reqs[*]} with uv"
   if [ "$profile" = full ] && ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     # torch first, with pip: pip honours the machine's wheel caches/indexes, and TORCH_INDEX_URL
     # (e.g. https://download.pytorch.org/whl/cpu) picks the small CPU build instead of PyPI's
@@ -46,6 +45,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
       ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$torch_pin"
   fi
+  echo "setup: installing ${reqs[*]} with uv"
   args=()
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   .venv/bin/uv pip install --quiet --python .venv/bin/python "${args[@]}"
