@@ -139,3 +139,31 @@ def test_deadline_cancels_job_and_is_not_a_cancel_event(orchestrator_handler, ac
     ).run()  # fmt: skip
     assert result.output["status"] == "failed" and "deadline" in result.output["reason"]
     assert azure.canceled == [f"{RUN_ID}-finetune"]
+
+
+@pytest.mark.parametrize(
+    ("step", "submitted", "deployed"),
+    [
+        ("preflight", False, False),
+        ("submitting", True, False),
+        ("registering", True, False),
+        ("creating endpoint", True, False),
+    ],
+)
+def test_cancel_at_each_remaining_step(
+    orchestrator_handler, activity_functions, azure, step, submitted, deployed
+):
+    azure.provisioning_polls = 3  # so "creating endpoint" is a step that waits
+    result = run(
+        orchestrator_handler, activity_functions, azure, events=[(when(step), "cancel", {"reason": step})]
+    )
+
+    out = result.output
+    assert out["status"] == "canceled" and step in out["reason"]
+    assert bool(azure.jobs) is submitted
+    assert azure.count("begin_create_deployment") == 0 and not azure.deleted
+    assert azure.connections == {}
+    if step == "submitting":  # the job was created as the cancel arrived: it is canceled, not left running
+        assert azure.canceled == [f"{RUN_ID}-finetune"]
+    if step in ("registering", "creating endpoint"):  # the job had finished: nothing to cancel
+        assert azure.canceled == []
