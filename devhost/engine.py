@@ -406,18 +406,22 @@ class Engine:
 
     def _continue_as_new(self, db: Any, row: Any, input_json: str | None, now: datetime) -> None:
         instance_id, execution = row["id"], row["execution"] + 1
+        # External events not yet delivered go to the new execution, after its start (as the Durable
+        # Task host does with messages that arrive after ContinueAsNew); timers and activity results
+        # of the old execution do not.
+        pending = [json.loads(r["event"]) for r in db.execute(
+            "SELECT event FROM inbox WHERE instance_id=? ORDER BY id", (instance_id,))]  # fmt: skip
         for table in ("history", "inbox", "work"):
             db.execute(f"DELETE FROM {table} WHERE instance_id=?", (instance_id,))
         db.execute(
             "UPDATE instances SET execution=?, next_seq=0, known_actions=0, input=?, updated=? WHERE id=?",
             (execution, input_json, iso(now), instance_id),
         )
-        _inbox(
-            db,
-            instance_id,
-            execution,
-            _event(EXECUTION_STARTED, now, Name=row["name"], Version="", Input=input_json),
-        )
+        started = _event(EXECUTION_STARTED, now, Name=row["name"], Version="", Input=input_json)
+        _inbox(db, instance_id, execution, started)
+        for event in pending:
+            if event["EventType"] == EVENT_RAISED:
+                _inbox(db, instance_id, execution, event)
 
 
 def _inbox(db: Any, instance_id: str, execution: int, event: dict[str, Any], due: datetime | None = None,

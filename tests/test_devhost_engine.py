@@ -130,3 +130,15 @@ def test_state_survives_a_new_engine_on_the_same_database(tmp_path):
     second = Engine(Store(db), FunctionIndex.from_app(mini_app.app), clock)
     drain(second, clock)
     assert second.status("r1")["runtimeStatus"] == "Completed"
+
+
+def test_events_not_yet_delivered_survive_continue_as_new(engine):
+    """A second event queued behind the one that ends a generation reaches the next generation."""
+    engine.start("mini", "can1", json.dumps({"generations": 1, "wait_for_event": True, "timer_s": 1}))
+    drain(engine, engine.clock_ref)  # generation 0 now waits for "approve"
+    engine.raise_event("can1", "approve", json.dumps({"n": 1}))  # ends generation 0 (continue-as-new)
+    engine.raise_event("can1", "approve", json.dumps({"n": 2}))  # still queued at that moment
+    drain(engine, engine.clock_ref)
+    st = engine.status("can1")
+    assert st["runtimeStatus"] == "Completed"
+    assert st["output"]["generation"] == 1 and st["output"]["approved"] == {"n": 2}
