@@ -130,14 +130,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-tokens",
-        type=_positive,
+        type=positive_int,
         default=4096,
         metavar="N",
         help="per-conversation limit (default 4096)",
     )
     parser.add_argument(
         "--max-errors",
-        type=_positive,
+        type=positive_int,
         default=50,
         metavar="N",
         help="errors/warnings listed per kind (default 50)",
@@ -145,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (shared by the project's CLIs)."""
     try:
         value = int(text)
     except ValueError:

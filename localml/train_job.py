@@ -201,6 +201,21 @@ class Job:
             raise CanceledByStatus()
         write_status(self.dir, state, pid=os.getpid(), **fields)
 
+    def progress(
+        self, phase: str, step: int, total_steps: int, train_loss: float | None, eval_loss: float | None
+    ) -> None:
+        self.status(
+            JobState.RUNNING,
+            run_id=self.run_id,
+            progress={
+                "phase": phase,
+                "step": step,
+                "total_steps": total_steps,
+                "train_loss": None if train_loss is None else round(train_loss, 4),
+                "eval_loss": None if eval_loss is None else round(eval_loss, 4),
+            },
+        )
+
     def run(self) -> None:
         import mlflow
 
@@ -327,32 +342,12 @@ class Job:
                         last_eval = _evaluate(model, validation, pad_id)
                         metrics["eval_loss"] = last_eval
                     mlflow.log_metrics(metrics, step=step)
-                    self.status(
-                        JobState.RUNNING,
-                        run_id=self.run_id,
-                        progress={
-                            "phase": "training",
-                            "step": step,
-                            "total_steps": total_steps,
-                            "train_loss": round(last_train, 4),
-                            "eval_loss": None if last_eval is None else round(last_eval, 4),
-                        },
-                    )
+                    self.progress("training", step, total_steps, last_train, last_eval)
             train_s = time.monotonic() - train_started
             mlflow.log_metric("train_runtime_s", train_s)
             _log(f"trained {total_steps} steps in {train_s:.1f} s: train_loss {last_train}, eval {last_eval}")
 
-            self.status(
-                JobState.RUNNING,
-                run_id=self.run_id,
-                progress={
-                    "phase": "logging model",
-                    "step": total_steps,
-                    "total_steps": total_steps,
-                    "train_loss": None if last_train is None else round(last_train, 4),
-                    "eval_loss": None if last_eval is None else round(last_eval, 4),
-                },
-            )
+            self.progress("logging model", total_steps, total_steps, last_train, last_eval)
             merged = model.merge_and_unload()
             merged.eval()
             log_started = time.monotonic()

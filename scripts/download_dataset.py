@@ -90,6 +90,7 @@ if str(ROOT) not in sys.path:  # `python scripts/download_dataset.py` puts scrip
 
 from core.naming import SPLITS_DIR, is_dataset_blob  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from core.validate import positive_int  # noqa: E402
 from core.validation import validate_file  # noqa: E402
 
 if TYPE_CHECKING:
@@ -157,16 +158,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"{text} is outside (0, 1): give the test share as a fraction, e.g. 0.2 for 20 %"
         )
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -245,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prep.add_argument(
         "--max-tokens",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_TOKENS,
         help="drop conversations over this many estimated tokens; keep it equal to the app's MAX_TOKENS "
         "(default: %(default)s)",
