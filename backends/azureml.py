@@ -112,15 +112,6 @@ PROMPTFLOW_CONNECTION_TYPE = {
     "azureml.flow.module": "promptflow.connections",
 }
 
-_URL_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
-
-
-def _short(text: str, limit: int, *, hide_queries: bool = False) -> str:
-    """Scrub secrets (known keys, credential-shaped strings; URL query strings if asked), cap length."""
-    if hide_queries:
-        text = _URL_QUERY.sub(r"\1?***", text)
-    return redact.shorten(text, limit)
-
 
 def job_state(raw_status: str | None) -> JobState:
     """Map an Azure ML job status string to our JobState; unknown or missing -> QUEUED."""
@@ -417,11 +408,11 @@ def _client_fault(exc: BaseException) -> str | None:
     if isinstance(exc, ValidationException):
         if exc.error_type is ValidationErrorType.RESOURCE_NOT_FOUND:
             return "not found"
-        return _short(str(exc), MAX_ERROR_CHARS)
+        return redact.shorten(str(exc), MAX_ERROR_CHARS)
     if isinstance(exc, HttpResponseError):
         status = exc.status_code
         if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
-            return _short(f"HTTP {status}: {exc.reason or exc.message}", MAX_ERROR_CHARS)
+            return redact.shorten(f"HTTP {status}: {exc.reason or exc.message}", MAX_ERROR_CHARS)
     return None
 
 
@@ -588,7 +579,7 @@ class AzureMLBackend:
                 return fallback
             code = getattr(root, "code", None) or "Error"
             message = getattr(root, "message", None) or raw_status
-            return _short(f"{code}: {message}", MAX_ERROR_CHARS, hide_queries=True)
+            return redact.shorten(f"{code}: {message}", MAX_ERROR_CHARS, hide_queries=True)
         except Exception as e:  # best effort: the status itself is already known
             log.warning("could not read the error of job %s: %s", job_name, type(e).__name__)
             return fallback

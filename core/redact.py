@@ -38,7 +38,13 @@ def scrub(text: str) -> str:
     return text
 
 
-def shorten(text: str, limit: int) -> str:
-    """Scrub `text`, then cap it at `limit` characters (for messages that travel into history)."""
+_URL_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
+
+
+def shorten(text: str, limit: int, *, hide_queries: bool = False) -> str:
+    """Scrub `text` (and, if asked, every URL's query string), then cap it at `limit` characters
+    (for messages that travel into history)."""
+    if hide_queries:
+        text = _URL_QUERY.sub(r"\1?***", text)
     text = scrub(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."

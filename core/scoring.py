@@ -9,7 +9,6 @@ the header) is neither its cause nor its context.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import httpx
@@ -21,7 +20,6 @@ from core.redact import shorten
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 MAX_OUTPUT_CHARS = 500
 MAX_ERROR_CHARS = 300
-_URL_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 
 
 def error_of(text: str) -> str:
@@ -88,6 +86,6 @@ def post_score(
         ok=False,
         status_code=response.status_code,
         output=shorten(text, MAX_OUTPUT_CHARS) if text else None,
-        error=shorten(_URL_QUERY.sub(r"\1?***", error), MAX_ERROR_CHARS),
+        error=shorten(error, MAX_ERROR_CHARS, hide_queries=True),
         latency_ms=latency_ms,
     )
