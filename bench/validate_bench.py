@@ -8,20 +8,23 @@ contender:
 
 ``ours``
     ``core.validation.validate_file`` (msgspec typed decode, conversation rules, token estimate,
-    SHA-256 of the file on a helper thread).
+    duplicates, summary), as the activity calls it (no SHA-256).
 ``json_loads``
     A plain ``for line in file: json.loads(line)`` loop applying the same rules
-    (:func:`conversation_ok`).
+    (:func:`conversation_tokens`) and computing the same summary and duplicates
+    (:class:`PlainReport`).
 ``load_dataset``
     ``datasets.load_dataset("json", data_files=..., split="train")`` alone, with a fresh cache
     directory per run so it really parses, offline, progress bars off.
 ``load_dataset_checks``
-    The same ``load_dataset`` call, then :func:`conversation_ok` over every row of the Dataset.
+    The same ``load_dataset`` call, then the same :class:`PlainReport` over every row of the
+    Dataset.
 
 Only the work is timed (after imports, inside the subprocess); for each contender the best wall
 time of ``--repeat`` runs is kept (the machine may be shared) and the worst peak RSS. Rounds are
 interleaved and the order rotates each round. Every contender must reach the same verdict on the
-same file (valid examples; for ``load_dataset`` alone, the number of rows), or the bench fails.
+same file (valid examples; for ``load_dataset`` alone, the number of rows) and the same summary
+(duplicates, token total / p50 / p95 / max), or the bench fails.
 
 Targets (issue 7), judged on the largest file: ours ≥ 1.7× ``json_loads``, ≥ 10×
 ``load_dataset_checks``, ≥ 3× ``load_dataset``; and ours' peak RSS on the largest file ≤ its peak
@@ -40,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,7 @@ TARGETS = {  # ratio name -> (slower contender, minimum speed-up of ours)
     "ours_vs_load_dataset_checks": ("load_dataset_checks", 10.0),
     "ours_vs_load_dataset": ("load_dataset", 3.0),
 }
+SUMMARY_KEYS = ("duplicates", "tokens_total", "tokens_p50", "tokens_p95", "tokens_max")
 RSS_SLACK_MIB = 64
 BUSY_STRETCH = 1.15
 
@@ -82,8 +87,9 @@ BUSY_STRETCH = 1.15
 # --- the rules, written plainly (the baseline's checks) ----------------------------------------
 
 
-def conversation_ok(messages: object, max_tokens: int = MAX_TOKENS) -> bool:
-    """The conversation rules of core/validation.py's docstring, as a straightforward loop.
+def conversation_tokens(messages: object, max_tokens: int = MAX_TOKENS) -> int | None:
+    """The conversation rules of core/validation.py's docstring, as a straightforward loop: the
+    estimated tokens of a valid conversation, None for an invalid one.
 
     ``messages`` is a non-empty list of ``{"role", "content"}`` objects; roles are system / user /
     assistant; content is a non-empty, non-whitespace string; a system message only first; no
@@ -92,23 +98,23 @@ def conversation_ok(messages: object, max_tokens: int = MAX_TOKENS) -> bool:
     ``max_tokens``. Extra fields are allowed.
     """
     if not isinstance(messages, list) or not messages:
-        return False
+        return None
     tokens = 1  # <|endoftext|>
     prev = None
     has_user = has_assistant = False
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            return False
+            return None
         role = message.get("role")
         content = message.get("content")
         if not isinstance(role, str) or role not in ROLES:
-            return False
+            return None
         if not isinstance(content, str) or not content or content.isspace():
-            return False
+            return None
         if role == "system" and i > 0:
-            return False
+            return None
         if role == prev:
-            return False
+            return None
         if role == "user":
             has_user = True
         elif role == "assistant":
@@ -116,10 +122,65 @@ def conversation_ok(messages: object, max_tokens: int = MAX_TOKENS) -> bool:
         try:
             size = len(content.encode("utf-8"))
         except UnicodeEncodeError:  # an unpaired surrogate escape is not valid Unicode
-            return False
+            return None
         tokens += 4 + (size + 1) // 2
         prev = role
-    return has_user and has_assistant and prev == "assistant" and tokens <= max_tokens
+    if has_user and has_assistant and prev == "assistant" and tokens <= max_tokens:
+        return tokens
+    return None
+
+
+def conversation_ok(messages: object, max_tokens: int = MAX_TOKENS) -> bool:
+    return conversation_tokens(messages, max_tokens) is not None
+
+
+class PlainReport:
+    """What ``validate_file`` reports besides the verdict, computed the plain way, so that the
+    baselines do the same work as ours: the first 50 invalid lines (ours also says why), token
+    total / p50 / p95 / max, role counts, examples per number of user turns, and duplicates (a
+    dict of ``hash`` of the ``(role, content)`` tuples, as :func:`core.validation.conversation_digest`
+    defines them)."""
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = max_tokens
+        self.invalid: list[int] = []
+        self.invalid_count = 0
+        self.tokens: list[int] = []
+        self.roles: Counter[str] = Counter()
+        self.turns: Counter[int] = Counter()
+        self.seen: dict[int, int] = {}
+        self.duplicates = 0
+
+    def add(self, lineno: int, messages: object) -> None:
+        tokens = conversation_tokens(messages, self.max_tokens)
+        if tokens is None:
+            self.reject(lineno)
+            return
+        assert isinstance(messages, list)
+        roles = [m["role"] for m in messages]
+        self.roles.update(roles)
+        self.turns[roles.count("user")] += 1
+        self.tokens.append(tokens)
+        digest = hash(tuple((m["role"], m["content"]) for m in messages))
+        if self.seen.setdefault(digest, lineno) != lineno:
+            self.duplicates += 1
+
+    def reject(self, lineno: int) -> None:
+        self.invalid_count += 1
+        if len(self.invalid) < 50:
+            self.invalid.append(lineno)
+
+    def result(self) -> dict[str, Any]:
+        tokens = sorted(self.tokens)
+        n = len(tokens)
+        return {
+            "valid": n,
+            "duplicates": self.duplicates,
+            "tokens_total": sum(tokens),
+            "tokens_p50": tokens[-(-50 * n // 100) - 1] if n else 0,
+            "tokens_p95": tokens[-(-95 * n // 100) - 1] if n else 0,
+            "tokens_max": tokens[-1] if n else 0,
+        }
 
 
 class _NonStandardConstant(ValueError):
@@ -147,7 +208,11 @@ def _run_ours(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any]:
         "valid": report.examples,
         "rows": report.lines,
         "error_count": report.error_count,
-        "sha256": report.sha256,
+        "duplicates": report.duplicates,
+        "tokens_total": report.tokens.total,
+        "tokens_p50": report.tokens.p50,
+        "tokens_p95": report.tokens.p95,
+        "tokens_max": report.tokens.max,
     }
 
 
@@ -155,27 +220,30 @@ def _run_json_loads(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any
     loads = json.loads
     rss0 = current_rss_mib()
     t0, c0 = time.perf_counter(), time.process_time()
-    rows = valid = 0
+    rows = 0
+    plain = PlainReport(max_tokens)
     with open(path, "rb") as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
             if line.isspace():
                 continue
             rows += 1
             if len(line.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+                plain.reject(lineno)
                 continue
             try:
                 obj = loads(line, parse_constant=_reject_constant)
             except (ValueError, RecursionError):  # incl. UnicodeDecodeError, JSONDecodeError
+                plain.reject(lineno)
                 continue
-            if isinstance(obj, dict) and conversation_ok(obj.get("messages"), max_tokens):
-                valid += 1
+            plain.add(lineno, obj.get("messages") if isinstance(obj, dict) else None)
+    result = plain.result()
     t1, c1 = time.perf_counter(), time.process_time()
     return {
         "seconds": t1 - t0,
         "cpu_seconds": c1 - c0,
         "rss_after_import_mib": rss0,
-        "valid": valid,
         "rows": rows,
+        **result,
     }
 
 
@@ -210,10 +278,10 @@ def _run_load_dataset_checks(path: Path, max_tokens: int, scratch: Path) -> dict
     t0, c0 = time.perf_counter(), time.process_time()
     ds = _load_dataset(path, scratch)
     t_loaded = time.perf_counter()
-    valid = 0
-    for example in ds:
-        if conversation_ok(example["messages"], max_tokens):
-            valid += 1
+    plain = PlainReport(max_tokens)
+    for row, example in enumerate(ds, 1):  # rows, not lines: the Dataset has no line numbers
+        plain.add(row, example["messages"])
+    result = plain.result()
     t1, c1 = time.perf_counter(), time.process_time()
     return {
         "seconds": t1 - t0,
@@ -221,8 +289,8 @@ def _run_load_dataset_checks(path: Path, max_tokens: int, scratch: Path) -> dict
         "load_seconds": t_loaded - t0,
         "check_seconds": t1 - t_loaded,
         "rss_after_import_mib": rss0,
-        "valid": valid,
         "rows": ds.num_rows,
+        **result,
     }
 
 
@@ -544,10 +612,7 @@ def _summarize(runs: list[dict[str, Any]], size_bytes: int) -> dict[str, Any]:
         "rss_after_import_mib": round(max(r["rss_after_import_mib"] for r in runs), 1),
         "valid": best["valid"],
         "rows": best["rows"],
-        "runs": [
-            {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items() if k != "sha256"}
-            for r in runs
-        ],
+        "runs": [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in runs],
     }
 
 
@@ -574,12 +639,17 @@ def bench_size(label: str, path: Path, meta: dict[str, Any], repeat: int, workdi
                 raise AssertionError(
                     f"{name} found {r['valid']} valid examples in {path.name}; expected {valid}"
                 )
+    # ... and the same summary: the baselines do the work ours does
+    reference = runs["ours"][0]
+    for name in ("json_loads", "load_dataset_checks"):
+        for r in runs[name]:
+            for key in SUMMARY_KEYS:
+                if r[key] != reference[key]:
+                    raise AssertionError(f"{name}: {key} {r[key]} in {path.name}; ours says {reference[key]}")
     sha = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(8 << 20):
             sha.update(chunk)
-    if any(r["sha256"] != sha.hexdigest() for r in runs["ours"]):
-        raise AssertionError("validate_file reported a different SHA-256 than hashlib")
 
     contenders = {name: _summarize(rs, meta["bytes"]) for name, rs in runs.items()}
     ours = contenders["ours"]["best_seconds"]

@@ -123,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a separate validation file; also reports validation examples found in FILE",
     )
     parser.add_argument("--json", action="store_true", help="print the report(s) as JSON")
+    parser.add_argument("--sha256", action="store_true", help="also print each file's SHA-256")
     parser.add_argument(
         "--tokenizer",
         metavar="PATH",
@@ -160,7 +161,11 @@ def _run(args: argparse.Namespace) -> tuple[list[ValidationReport], int | None]:
     inputs = [args.file] if args.validation is None else [args.file, args.validation]
     for path in inputs:  # fail fast, before a slow tokenizer load or a long first file
         _check_readable(path)
-    limits: dict[str, Any] = {"max_tokens": args.max_tokens, "max_errors": args.max_errors}
+    limits: dict[str, Any] = {
+        "max_tokens": args.max_tokens,
+        "max_errors": args.max_errors,
+        "checksum": args.sha256,
+    }
     try:
         if args.validation is None:
             report = validate_file(args.file, display_name=str(args.file), tokenizer=args.tokenizer, **limits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -127,6 +128,15 @@ def test_json_output_parses(tmp_path: Path) -> None:
     assert report["token_method"] == "estimate" and report["tokens"]["max_line"] == 2
     assert report["turns"] == {"1": 3}
     assert report == json.loads(validate_file(path, display_name=str(path), max_tokens=100).model_dump_json())
+
+
+def test_sha256_only_when_asked(tmp_path: Path) -> None:
+    path = write(tmp_path, b"\n".join([GOOD, GOOD_SYS]) + b"\n")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    plain, hashed = run(path), run(path, "--sha256")
+    assert plain.returncode == hashed.returncode == 0
+    assert "SHA-256" not in plain.stdout and digest not in plain.stdout
+    assert "SHA-256" in hashed.stdout and digest in hashed.stdout
 
 
 def test_json_output_for_unreadable_input(tmp_path: Path) -> None:

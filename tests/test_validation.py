@@ -127,13 +127,13 @@ def test_invalid_json_reports_column(tmp_path: Path) -> None:
 
 def test_gzip_is_one_error_and_still_hashed() -> None:
     path = BAD / "gzip_named.jsonl"
-    report = validate_file(path)
+    report = validate_file(path, checksum=True)
     assert report.error_count == 1 and report.lines == 0 and report.examples == 0
     assert report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_empty_file(tmp_path: Path) -> None:
-    report = validate_file(write(tmp_path, b""))
+    report = validate_file(write(tmp_path, b""), checksum=True)
     assert where(report) == [(0, "")]
     assert report.errors[0].message == "file is empty"
     assert report.lines == 0 and report.examples == 0
@@ -259,7 +259,7 @@ def ultrachat_lines(n: int) -> list[bytes]:
 def test_good_ultrachat_file(tmp_path: Path) -> None:
     lines = ultrachat_lines(200)
     data = b"\n".join(lines) + b"\n"
-    report = validate_file(write(tmp_path, data), display_name="datasets/chat.jsonl")
+    report = validate_file(write(tmp_path, data), display_name="datasets/chat.jsonl", checksum=True)
     assert report.ok and report.error_count == 0 and not report.errors and not report.warnings
     assert report.examples == 200 and report.lines == 200
     assert report.sha256 == hashlib.sha256(data).hexdigest()
@@ -289,7 +289,7 @@ def test_multi_chunk_file_leaves_no_thread_behind(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(validation, "_CHUNK", 64)
     data = b"\n".join(ultrachat_lines(50)) + b"\n"
     before = threading.active_count()
-    report = validate_file(write(tmp_path, data))
+    report = validate_file(write(tmp_path, data), checksum=True)
     assert report.ok and report.sha256 == hashlib.sha256(data).hexdigest()
     assert threading.active_count() == before
 
@@ -313,9 +313,9 @@ def test_tiny_chunks_give_the_same_report(
     lines = [*ultrachat_lines(30), b"", b"  ", conv(("user", "Hi")), b"[1]", GOOD + b"\r"]
     data = b"\xef\xbb\xbf" + b"\n".join(lines)  # BOM, CRLF on the last line, no final newline
     path = write(tmp_path, data)
-    expected = validate_file(path)
+    expected = validate_file(path, checksum=True)
     monkeypatch.setattr(validation, "_CHUNK", chunk)
-    assert validate_file(path) == expected
+    assert validate_file(path, checksum=True) == expected
     assert where(expected) == [(33, "messages"), (34, "")]
     assert expected.examples == 31 and expected.lines == 35
     assert expected.sha256 == hashlib.sha256(data).hexdigest()
@@ -337,7 +337,7 @@ def test_10mb_line_is_an_error_and_memory_stays_bounded(tmp_path: Path) -> None:
     gc.collect()
     tracemalloc.start()
     try:
-        report = validate_file(path)
+        report = validate_file(path, checksum=True)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -460,8 +460,14 @@ def test_fast_path_agrees_with_the_detailed_check(pairs: list[tuple[str, str]], 
         assert problems
     else:
         assert problems is None
-        assert fast == (tokens, n_system, n_user, n_assistant, validation._fingerprint(messages))
+        shape = 2 * len(messages) + n_system
+        assert fast == (tokens, shape, validation._fingerprint(messages))
         assert tokens == estimate_tokens(pairs)
+        shapes = [0] * (shape + 1)
+        shapes[shape] = 3
+        roles, turns = validation._role_counts(shapes)
+        assert roles == {"system": 3 * n_system, "user": 3 * n_user, "assistant": 3 * n_assistant}
+        assert turns == {n_user: 3}
 
 
 # --- property: arbitrary damage never raises and always points inside the file ----------------
@@ -544,7 +550,7 @@ def test_mutations_never_raise_and_point_inside_the_file(
     monkeypatch.setattr(validation, "_CHUNK", chunk)
     data = GOOD + b"\n" + middle + b"\n" + GOOD_SYS + b"\n"
     path = write(tmp_path, data)
-    report = validate_file(path, max_errors=5)
+    report = validate_file(path, max_errors=5, checksum=True)
 
     physical = data.split(b"\n")[:-1]
     assert report.lines == len(physical)
@@ -1047,3 +1053,9 @@ def test_turns_histogram_grows_for_long_conversations(tmp_path: Path) -> None:
     long = conv(*[(role, f"{role} {i}") for i in range(20) for role in ("user", "assistant")])
     report = validate_file(write(tmp_path, GOOD + b"\n" + long + b"\n"), max_tokens=10**6)
     assert report.ok and report.turns == {1: 1, 20: 1}
+
+
+def test_checksum_is_off_unless_asked(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + b"\n" + GOOD_SYS + b"\n")
+    assert validate_file(path).sha256 == ""
+    assert validate_file(path, checksum=True).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
