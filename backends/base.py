@@ -15,10 +15,12 @@ from typing import Protocol, runtime_checkable
 
 from core.models import (
     BlobRef,
+    DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
     FineTuneSpec,
     JobInfo,
+    LossHistory,
     ModelRef,
     ProvisioningState,
     RunConfig,
@@ -43,6 +45,24 @@ class TrainingBackend(Protocol):
 
     def data_uri(self, blob: BlobRef) -> str:
         """The URI the training service reads `blob` from."""
+        ...
+
+    def set_model_tags(self, model: ModelRef, tags: dict[str, str]) -> None:
+        """Add/overwrite `tags` on the registered model version (other tags are kept)."""
+        ...
+
+    def loss_history(self, job_name: str) -> LossHistory:
+        """Training and validation loss per step from the job's MLflow metrics (the workspace's
+        MLflow tracking URI in Azure, the local MLflow store offline). Empty lists when the job
+        logged none; raises only on transient faults."""
+        ...
+
+    def list_models(self, created_by: str) -> list[tuple[ModelRef, dict[str, str]]]:
+        """Registered model versions whose `created-by` tag is `created_by`, with their tags."""
+        ...
+
+    def delete_model(self, model: ModelRef) -> None:
+        """Remove the registered version (Azure ML: archive it); no error if already gone."""
         ...
 
 
@@ -70,6 +90,22 @@ class ServingBackend(Protocol):
         """Delete the deployment; no error if it is already gone."""
         ...
 
+    def list_endpoints(self) -> list[EndpointInfo]:
+        """Every online endpoint in the workspace, with its tags (the cost guard filters them)."""
+        ...
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        """The endpoint's deployments with instance type/count and tags ([] if it is gone)."""
+        ...
+
+    def update_endpoint_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Add/overwrite `tags` on the endpoint (other tags are kept)."""
+        ...
+
+    def delete_endpoint(self, name: str) -> None:
+        """Begin deleting the endpoint and its deployments; no error if it is already gone."""
+        ...
+
 
 @runtime_checkable
 class PreflightBackend(Protocol):
@@ -88,6 +124,12 @@ class ConnectionStore(Protocol):
         """Create/update the Prompt flow custom connection `name` with configs.endpoint = the
         endpoint's scoring URI and secrets.key = its primary key (read here, never returned).
         Returns the scoring URI written."""
+        ...
+
+    def connection_exists(self, name: str) -> bool: ...
+
+    def delete_connection(self, name: str) -> None:
+        """Delete the connection; no error if it is already gone."""
         ...
 
 

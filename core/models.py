@@ -248,6 +248,29 @@ class EndpointInfo(Frozen):
     traffic: dict[str, int] = Field(default_factory=dict)
     deployments: list[str] = Field(default_factory=list)
     scoring_uri: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class DeploymentInfo(Frozen):
+    """One deployment of an endpoint, as the cost guard and teardown see it."""
+
+    name: str
+    instance_type: str
+    instance_count: int
+    state: ProvisioningState
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class MetricPoint(Frozen):
+    step: int
+    value: float
+
+
+class LossHistory(Frozen):
+    """A training job's loss per step, from its MLflow run(s): training and validation (eval)."""
+
+    train: list[MetricPoint] = Field(default_factory=list)
+    validation: list[MetricPoint] = Field(default_factory=list)
 
 
 class DeploymentSpec(Frozen):
@@ -275,8 +298,55 @@ class RunStatus(StrEnum):
     INVALID_DATASET = "invalid_dataset"
     PREFLIGHT_FAILED = "preflight_failed"
     PLANNED = "planned"  # a dry run ended after validation + preflight with a plan
+    REJECTED_BY_EVALUATION = "rejected_by_evaluation"  # new model scored too low; traffic unchanged
     CANCELED = "canceled"
     FAILED = "failed"
+
+
+class ExampleScore(Frozen):
+    """One evaluation example answered by one deployment (texts shortened for the history)."""
+
+    index: int  # 0-based example number in the validation split
+    score: float  # mean of rouge_l and token_f1; 0 when the call failed
+    rouge_l: float
+    token_f1: float
+    ok: bool = True
+    error: str | None = None
+    prompt: str = ""  # the last user turn, shortened
+    reference: str = ""
+    answer: str = ""
+
+
+class EvaluationSide(Frozen):
+    deployment: str
+    score: float  # mean example score
+    examples: int
+    failures: int  # scoring calls that failed (scored 0)
+
+
+class Evaluation(Frozen):
+    """The evaluation gate's verdict: promote only if new >= live - tolerance and new >= floor."""
+
+    metric: str
+    sample_size: int
+    new: EvaluationSide
+    live: EvaluationSide | None = None
+    tolerance: float
+    floor: float
+    passed: bool
+    reason: str
+
+
+class Delivery(Frozen):
+    """What became of one completion event (CloudEvents webhook)."""
+
+    event_type: str
+    event_id: str
+    delivered: bool
+    attempts: int = 0
+    status_code: int | None = None
+    error: str | None = None
+    skipped: bool = False  # no NOTIFY_WEBHOOK_URL configured
 
 
 class RunSummary(Frozen):
@@ -300,3 +370,7 @@ class RunSummary(Frozen):
     preflight: list[str] = Field(default_factory=list)  # failed preflight checks, actionable
     plan: Plan | None = None  # dry runs
     durations_s: dict[str, float] = Field(default_factory=dict)
+    evaluation: Evaluation | None = None
+    expires_at: str | None = None  # when the cost guard deletes the endpoint (ENDPOINT_TTL_HOURS)
+    report: str | None = None  # blob path of the run report's folder (reports/<instance_id>/)
+    notification: Delivery | None = None
