@@ -94,6 +94,16 @@ class PollPolicy(Frozen):
         return min(self.max_interval_s, max(1, round(current_s * self.backoff)))
 
 
+class EvaluationPolicy(Frozen):
+    """The evaluation gate's settings (EVAL_*); sample_size 0 turns the gate off."""
+
+    sample_size: int = Field(default=50, ge=0)
+    batch_size: int = Field(default=10, ge=1)
+    max_parallel: int = Field(default=4, ge=1)
+    tolerance: float = Field(default=0.02, ge=0)
+    floor: float = Field(default=0.0, ge=0, le=1)
+
+
 class RunConfig(Frozen):
     """Everything the orchestrator needs, resolved from Settings + overrides at start time.
 
@@ -121,6 +131,8 @@ class RunConfig(Frozen):
     smoke_test_prompt: str
     activity_retry_attempts: int = Field(ge=1)
     activity_retry_first_interval_ms: int = Field(ge=1)
+    evaluation: EvaluationPolicy = Field(default_factory=EvaluationPolicy)
+    endpoint_ttl_hours: float | None = Field(default=None, gt=0)
 
 
 class RunRequest(Frozen):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 ORCHESTRATOR = "finetune_orchestrator"
+SWEEPER = "endpoint_sweeper"  # deletes expired endpoints this app created (cost guard)
 CANCEL_EVENT = "cancel"  # external event: POST /api/runs/{id}/cancel raises it
 
 
@@ -23,3 +24,10 @@ class Activity(StrEnum):
     SET_TRAFFIC = "set_traffic"
     DELETE_DEPLOYMENT = "delete_deployment"
     UPDATE_CONNECTION = "update_connection"
+    EVALUATE_BATCH = "evaluate_batch"
+    TAG_MODEL = "tag_model"
+    UPDATE_ENDPOINT_TAGS = "update_endpoint_tags"
+    WRITE_REPORT = "write_report"
+    NOTIFY = "notify"
+    LIST_EXPIRED_ENDPOINTS = "list_expired_endpoints"
+    DELETE_ENDPOINT = "delete_endpoint"

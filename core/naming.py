@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from datetime import UTC, datetime, timedelta
 
 from core.models import BlobRef, Overrides
 
@@ -14,6 +15,8 @@ REPORTS_DIR = "reports"
 PIPELINE_DIRS = frozenset({SPLITS_DIR, REPORTS_DIR})
 DATASET_SUFFIX = ".jsonl"
 APP_TAG = "phi3-finetune-pipeline"
+CREATED_BY_TAG = "created-by"
+EXPIRES_TAG = "expires_at"  # ISO 8601 UTC; the cost guard deletes the endpoint after it
 
 
 def instance_id(
@@ -62,6 +65,12 @@ def split_blobs(dataset: BlobRef, run_id: str) -> tuple[BlobRef, BlobRef]:
     )
 
 
+def report_prefix(dataset: BlobRef, run_id: str) -> str:
+    """The blob folder of a run's report: next to the dataset, under `reports/<run_id>/`."""
+    folder = posixpath.dirname(dataset.name)
+    return posixpath.join(folder, REPORTS_DIR, run_id) + "/"
+
+
 def job_name(run_id: str) -> str:
     """Azure ML job name for a run (unique per workspace, so resubmits find the same job)."""
     return f"{run_id}-finetune"
@@ -81,7 +90,7 @@ def pick_deployments(traffic: dict[str, int], run_id: str) -> tuple[str, str | N
 
 def lineage_tags(run_id: str, dataset: BlobRef, job: str | None = None) -> dict[str, str]:
     tags = {
-        "created-by": APP_TAG,
+        CREATED_BY_TAG: APP_TAG,
         "instance-id": run_id,
         "dataset-blob": dataset.path,
         "dataset-etag": dataset.etag or "",
@@ -89,3 +98,25 @@ def lineage_tags(run_id: str, dataset: BlobRef, job: str | None = None) -> dict[
     if job:
         tags["job-name"] = job
     return tags
+
+
+def expiry_tag(deployed_at: datetime, ttl_hours: float | None) -> dict[str, str]:
+    """`{"expires_at": deploy time + TTL}` (ISO, UTC, whole seconds), or {} when there is no TTL."""
+    if ttl_hours is None:
+        return {}
+    expires = deployed_at.astimezone(UTC).replace(microsecond=0) + timedelta(hours=ttl_hours)
+    return {EXPIRES_TAG: expires.isoformat().replace("+00:00", "Z")}
+
+
+def expired(tags: dict[str, str], now: datetime) -> bool:
+    """True if the tags say this app created the endpoint and its expires_at has passed. An
+    unparseable expires_at is never expired (a person's typo must not delete an endpoint)."""
+    if tags.get(CREATED_BY_TAG) != APP_TAG or EXPIRES_TAG not in tags:
+        return False
+    try:
+        expires = datetime.fromisoformat(tags[EXPIRES_TAG].replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    return expires <= now

@@ -11,9 +11,15 @@ MAX_NEW_TOKENS = 128
 
 def promptflow_payload(input_data: str) -> dict[str, Any]:
     """`integrate_with_promptflow(input_data, connection)`'s body, as in the seed flow."""
+    return chat_payload([{"role": "user", "content": input_data}])
+
+
+def chat_payload(messages: list[dict[str, str]]) -> dict[str, Any]:
+    """The same body for a whole conversation (the evaluation gate asks with the turns before the
+    reference answer): the tool's shape and parameters, more messages in `input_string`."""
     return {
         "input_data": {
-            "input_string": [{"role": "user", "content": input_data}],
+            "input_string": [{"role": m["role"], "content": m["content"]} for m in messages],
             "parameters": {"temperature": TEMPERATURE, "max_new_tokens": MAX_NEW_TOKENS},
         }
     }

@@ -18,7 +18,7 @@ from core.payload import output_of
 from core.redact import shorten
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
-MAX_OUTPUT_CHARS = 500
+MAX_OUTPUT_CHARS = 2000  # 128 new tokens fit; the evaluation gate scores the whole answer
 MAX_ERROR_CHARS = 300
 
 

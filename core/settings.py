@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.models import Hyperparameters, Overrides, PollPolicy, RunConfig
+from core.models import EvaluationPolicy, Hyperparameters, Overrides, PollPolicy, RunConfig
 
 
 class Settings(BaseSettings):
@@ -81,6 +81,27 @@ class Settings(BaseSettings):
     LOCAL_MAX_STEPS: int = 300
     LOCAL_LEARNING_RATE: float = 0.003
 
+    # Evaluation gate: before traffic moves, the new deployment and the live one answer the same
+    # seeded sample of held-out validation prompts; promote only if new >= live - tolerance and
+    # new >= floor. EVAL_SAMPLE_SIZE=0 turns the gate off.
+    EVAL_SAMPLE_SIZE: int = Field(default=50, ge=0)
+    EVAL_BATCH_SIZE: int = Field(default=10, ge=1)
+    EVAL_MAX_PARALLEL: int = Field(default=4, ge=1)
+    EVAL_TOLERANCE: float = Field(default=0.02, ge=0)
+    EVAL_FLOOR: float = Field(default=0.0, ge=0, le=1)
+
+    # Cost guard: endpoints this app creates carry an expires_at tag (deploy time + TTL; unset =
+    # never), and a timer deletes expired ones on this NCRONTAB schedule.
+    ENDPOINT_TTL_HOURS: float | None = Field(default=None, gt=0)
+    ENDPOINT_SWEEP_SCHEDULE: str = "0 */30 * * * *"
+
+    # Completion events: a CloudEvents 1.0 POST per terminal outcome, HMAC-SHA256 signed with the
+    # secret (read by the notify activity only; in Azure a Key Vault reference).
+    NOTIFY_WEBHOOK_URL: str | None = Field(default=None, repr=False)  # may carry a token
+    NOTIFY_WEBHOOK_SECRET: str | None = Field(default=None, repr=False)
+    NOTIFY_ATTEMPTS: int = Field(default=5, ge=1)
+    NOTIFY_FIRST_BACKOFF_S: float = Field(default=2.0, ge=0)
+
     # Dataset rules.
     VALIDATION_FRACTION: float = 0.2
     SPLIT_SEED: int = 42
@@ -144,6 +165,14 @@ class Settings(BaseSettings):
             smoke_test_prompt=self.SMOKE_TEST_PROMPT,
             activity_retry_attempts=self.ACTIVITY_RETRY_ATTEMPTS,
             activity_retry_first_interval_ms=self.ACTIVITY_RETRY_FIRST_INTERVAL_MS,
+            evaluation=EvaluationPolicy(
+                sample_size=self.EVAL_SAMPLE_SIZE,
+                batch_size=self.EVAL_BATCH_SIZE,
+                max_parallel=self.EVAL_MAX_PARALLEL,
+                tolerance=self.EVAL_TOLERANCE,
+                floor=self.EVAL_FLOOR,
+            ),
+            endpoint_ttl_hours=self.ENDPOINT_TTL_HOURS,
         )
 
 

@@ -1,9 +1,11 @@
 """The fine-tune orchestration: pure, deterministic control flow (DESIGN §1).
 
 validate → preflight → submit → monitor (durable timers, backoff, deadline; continue-as-new
-keeps history bounded) → register → endpoint → new deployment at 0 % → smoke test → 100 % →
-delete old deployment → Prompt flow connection → RunSummary. A dry run stops after preflight
-with a plan.
+keeps history bounded) → register → endpoint → new deployment at 0 % → smoke test → evaluation
+gate (new vs live on a seeded held-out sample, batched fan-out) → 100 % → delete old deployment →
+Prompt flow connection → RunSummary. A dry run stops after preflight with a plan. Every run that
+submitted a job ends by writing its report next to the dataset; every terminal outcome (not a dry
+run) is announced by a signed CloudEvent; neither can change the outcome.
 
 No I/O, no clock, no environment here: time is `context.current_utc_datetime`, configuration
 arrives frozen in the input, every side effect is an activity. Domain outcomes (invalid data,
@@ -22,10 +24,15 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from core import gate
+from core.evaluation import METRIC
 from core.models import (
     DatasetOutcome,
+    Delivery,
     DeploymentSpec,
     EndpointInfo,
+    Evaluation,
+    ExampleScore,
     JobInfo,
     JobState,
     ModelRef,
@@ -36,7 +43,7 @@ from core.models import (
     ScoreResult,
 )
 from core.names import CANCEL_EVENT, ORCHESTRATOR, Activity
-from core.naming import job_name, lineage_tags, pick_deployments
+from core.naming import EXPIRES_TAG, expiry_tag, job_name, lineage_tags, pick_deployments, report_prefix
 from core.preflight import GPU_HOURS_BASIS, Plan, PreflightReport, estimate_gpu_hours
 from orchestrators.state import Progress, RunInput
 
@@ -54,6 +61,10 @@ class Canceled(Exception):
     """A `cancel` event arrived; the message is who/why, if the caller said."""
 
 
+class Rejected(Exception):
+    """The evaluation gate said no; the message is its reason."""
+
+
 class FinetuneRun:
     def __init__(self, context: df.DurableOrchestrationContext, run: RunInput) -> None:
         self.ctx = context
@@ -68,6 +79,7 @@ class FinetuneRun:
         self._step_started: datetime = self.now
         self.cancel_event = context.wait_for_external_event(CANCEL_EVENT)
         self.cancelable = True
+        self.evaluated: dict[str, list[dict[str, Any]]] = {}  # per-example scores, for the report
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -165,18 +177,70 @@ class FinetuneRun:
     def run(self) -> Step:
         try:
             yield from self.listen_for_cancel()
-            return (yield from self.steps())
+            result = yield from self.steps()
         except Canceled as canceled:
-            why = f" ({canceled})" if str(canceled) else ""
-            if self.progress.job and self.progress.job_status not in {
-                s.value for s in JobState if s.terminal
-            }:
-                self.cancelable = False
-                yield from self.cancel_job_quietly()
-                return self.summary(
-                    RunStatus.CANCELED, f"canceled{why}; fine-tuning job {self.progress.job} canceled"
+            result = yield from self.canceled(canceled)
+        if result is None:  # continued as new
+            return None
+        return (yield from self.finish(result))
+
+    def canceled(self, canceled: Canceled) -> Step:
+        why = f" ({canceled})" if str(canceled) else ""
+        if self.progress.job and self.progress.job_status not in {s.value for s in JobState if s.terminal}:
+            self.cancelable = False
+            yield from self.cancel_job_quietly()
+            return self.summary(
+                RunStatus.CANCELED, f"canceled{why}; fine-tuning job {self.progress.job} canceled"
+            )
+        return self.summary(RunStatus.CANCELED, f"canceled{why}")
+
+    def finish(self, result: dict[str, Any]) -> Step:
+        """Report (if a job was submitted) and completion event (unless a dry run); best effort:
+        the outcome is already decided and neither step can change it."""
+        self.cancelable = False
+        summary = RunSummary.model_validate(result)
+        if summary.status is RunStatus.PLANNED:
+            return result
+        if self.progress.job:
+            prefix = f"{summary.dataset.container}/{report_prefix(summary.dataset, self.run_id)}"
+            summary = summary.model_copy(update={"report": prefix})
+            self.status("writing_report", report=prefix)
+            payload = {
+                "summary": summary.model_dump(mode="json"),
+                "config": self.cfg.model_dump(mode="json"),
+                "examples": self.evaluated,
+            }
+            try:
+                yield self.call(Activity.WRITE_REPORT, payload)
+            except Exception as exc:
+                note = f"run report not written: {' '.join(str(exc).split())}"
+                summary = summary.model_copy(
+                    update={"report": None, "reason": "; ".join(r for r in (summary.reason, note) if r)}
                 )
-            return self.summary(RunStatus.CANCELED, f"canceled{why}")
+        self.status("notifying")
+        event = {
+            "outcome": summary.status.value,
+            "subject": self.run_id,
+            "data": summary.model_dump(mode="json"),
+            "time": self.now.isoformat(),
+        }
+        try:
+            delivery = Delivery.model_validate((yield self.call(Activity.NOTIFY, event)))
+        except Exception as exc:  # the activity reports failures as data; this is a crash
+            delivery = Delivery(
+                event_type=f"run.{summary.status.value}", event_id="", delivered=False, error=str(exc)[:300]
+            )
+        summary = summary.model_copy(update={"notification": delivery})
+        evaluation = summary.evaluation
+        self.status(
+            summary.status.value,
+            reason=summary.reason or None,
+            report=summary.report,
+            new_score=evaluation.new.score if evaluation else None,
+            live_score=evaluation.live.score if evaluation and evaluation.live else None,
+            notified=delivery.delivered if not delivery.skipped else None,
+        )
+        return summary.model_dump(mode="json")
 
     def steps(self) -> Step:
         p = self.progress
@@ -383,7 +447,8 @@ class FinetuneRun:
 
     def deploy(self, model: ModelRef) -> Step:
         cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
-        tags = lineage_tags(self.run_id, self.request.dataset, self.progress.job)
+        lineage = lineage_tags(self.run_id, self.request.dataset, self.progress.job)
+        tags = lineage | expiry_tag(self.now, cfg.endpoint_ttl_hours)
         self.begin("deploying", endpoint=endpoint_name)
         try:
             endpoint = EndpointInfo.model_validate(
@@ -450,6 +515,13 @@ class FinetuneRun:
                 raise StepFailed(f"smoke test of {new} failed: HTTP {smoke.status_code}: {smoke.error}")
             self.end("smoke_test")
 
+            evaluation = yield from self.evaluate(endpoint_name, new, live if live != new else None)
+            if evaluation is not None:
+                fields["evaluation"] = evaluation
+                yield from self.tag_model(model, evaluation)
+                if not evaluation.passed:
+                    raise Rejected(evaluation.reason)
+
             self.begin("shifting_traffic", endpoint=endpoint_name, deployment=new)
             traffic = {name: 0 for name in endpoint.traffic} | {new: 100}
             traffic_touched = True
@@ -460,6 +532,13 @@ class FinetuneRun:
             yield from self.roll_back(endpoint, new, traffic_touched)
             if isinstance(exc, Canceled):
                 raise
+            if isinstance(exc, Rejected):
+                return self.summary(
+                    RunStatus.REJECTED_BY_EVALUATION,
+                    f"evaluation gate: {exc}; {new} deleted, traffic unchanged",
+                    previous_deployment=live,
+                    **fields,
+                )
             return self.summary(
                 RunStatus.FAILED,
                 f"deploy: {exc}; rolled back ({new} deleted, traffic unchanged)",
@@ -468,11 +547,21 @@ class FinetuneRun:
             )
 
         reason = ""
+        expiry = expiry_tag(self.now, cfg.endpoint_ttl_hours)
+        if expiry:  # a new deployment renews the endpoint's TTL
+            fields["expires_at"] = expiry[EXPIRES_TAG]
+            try:
+                yield self.call(
+                    Activity.UPDATE_ENDPOINT_TAGS, {"name": endpoint_name, "tags": lineage | expiry}
+                )
+            except Exception as exc:
+                reason = f"endpoint expiry tag not renewed ({exc}); the cost guard may delete it early"
         if live and live != new:
             try:
                 yield self.call(Activity.DELETE_DEPLOYMENT, {"endpoint": endpoint_name, "deployment": live})
             except Exception as exc:
-                reason = f"old deployment {live} could not be deleted ({exc}); delete it by hand"
+                note = f"old deployment {live} could not be deleted ({exc}); delete it by hand"
+                reason = f"{reason}; {note}" if reason else note
 
         self.begin("updating_connection", endpoint=endpoint_name, deployment=new)
         try:
@@ -495,6 +584,80 @@ class FinetuneRun:
             connection=cfg.connection_name,
             **fields,
         )
+
+    def evaluate(self, endpoint: str, new: str, live: str | None) -> Step:
+        """The gate's scores: both deployments answer the same seeded sample of the held-out split,
+        in batches of `batch_size` per activity, at most `max_parallel` activities at a time (so
+        the history grows by a few events per batch, not per example). None when the gate is off
+        or there is nothing to sample."""
+        policy, p = self.cfg.evaluation, self.progress
+        k = min(policy.sample_size, p.validation_examples)
+        if k == 0 or p.validation is None:
+            return None
+        self.begin("evaluating", endpoint=endpoint, deployment=new)
+        sides = {"new": new} | ({"live": live} if live else {})
+        batches = -(-k // policy.batch_size)
+        calls = [(name, deployment, b) for name, deployment in sides.items() for b in range(batches)]
+        scores: dict[str, list[ExampleScore]] = {name: [] for name in sides}
+        for start in range(0, len(calls), policy.max_parallel):
+            wave = calls[start : start + policy.max_parallel]
+            tasks = [
+                self.call(
+                    Activity.EVALUATE_BATCH,
+                    {
+                        "validation": p.validation.model_dump(mode="json"),
+                        "endpoint": endpoint,
+                        "deployment": deployment,
+                        "sample_size": k,
+                        "seed": self.cfg.split_seed,
+                        "batch": b,
+                        "batch_size": policy.batch_size,
+                    },
+                )
+                for _name, deployment, b in wave
+            ]
+            outputs = yield self.ctx.task_all(tasks)
+            self.check_cancel()
+            for (name, _deployment, _b), output in zip(wave, outputs, strict=True):
+                scores[name].extend(ExampleScore.model_validate(e) for e in output)
+            done = sum(len(v) for v in scores.values())
+            self.status("evaluating", endpoint=endpoint, deployment=new, scored=done, of=k * len(sides))
+        new_side = gate.side(new, scores["new"])
+        live_side = gate.side(live, scores["live"]) if live else None
+        passed, reason = gate.verdict(new_side.score, live_side.score if live_side else None, policy)
+        self.evaluated = {name: [e.model_dump(mode="json") for e in v] for name, v in scores.items()}
+        self.end("evaluate")
+        self.status(
+            "evaluated",
+            endpoint=endpoint,
+            deployment=new,
+            new_score=new_side.score,
+            live_score=live_side.score if live_side else None,
+            passed=passed,
+        )
+        return Evaluation(
+            metric=METRIC,
+            sample_size=k,
+            new=new_side,
+            live=live_side,
+            tolerance=policy.tolerance,
+            floor=policy.floor,
+            passed=passed,
+            reason=reason,
+        )
+
+    def tag_model(self, model: ModelRef, evaluation: Evaluation) -> Step:
+        """Scores as tags on the registered version (best effort: a tag is not worth a failed run)."""
+        tags = {
+            "eval-score": f"{evaluation.new.score:.4f}",
+            "eval-live-score": f"{evaluation.live.score:.4f}" if evaluation.live else "none",
+            "eval-verdict": "promoted" if evaluation.passed else "rejected",
+            "eval-sample-size": str(evaluation.sample_size),
+        }
+        try:
+            yield self.call(Activity.TAG_MODEL, {"model": model.model_dump(mode="json"), "tags": tags})
+        except Exception:
+            return
 
     def roll_back(self, endpoint: EndpointInfo, new: str, traffic_touched: bool) -> Step:
         """Leave the endpoint exactly as it was: old traffic back (if we touched it), new deleted."""

@@ -1,0 +1,41 @@
+"""notify: POST one CloudEvents 1.0 completion event to NOTIFY_WEBHOOK_URL, HMAC-signed.
+
+The URL (which may carry a token) and the signing secret are read here, from the app settings,
+never from the payload, so neither reaches the durable history. A delivery that fails after its
+retries is returned as data (and logged), never raised: a webhook must not change a run's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from activities.blueprint import Payload, activity
+from core.notify import cloud_event, deliver, event_type_for
+from core.settings import get_settings
+
+log = logging.getLogger("activities.notify")
+
+
+@activity
+def notify(payload: Payload) -> dict[str, Any]:
+    settings = get_settings()
+    event = cloud_event(
+        event_type_for(payload["outcome"]), payload["subject"], payload["data"], time=payload["time"]
+    )
+    delivery = deliver(
+        settings.NOTIFY_WEBHOOK_URL,
+        event,
+        settings.NOTIFY_WEBHOOK_SECRET,
+        attempts=settings.NOTIFY_ATTEMPTS,
+        first_backoff_s=settings.NOTIFY_FIRST_BACKOFF_S,
+    )
+    if not delivery.delivered and not delivery.skipped:
+        log.warning(
+            "event %s (%s) not delivered after %d attempt(s): %s",
+            delivery.event_id,
+            delivery.event_type,
+            delivery.attempts,
+            delivery.error,
+        )
+    return delivery.model_dump(mode="json")

@@ -1,0 +1,34 @@
+"""write_report: the run report (summary.json, loss.png, report.md) uploaded next to the dataset
+under reports/<instance_id>/, a prefix the blob trigger ignores."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from activities.blueprint import Payload, activity
+from backends.registry import current
+from core.models import BlobRef, ExampleScore, LossHistory, RunConfig, RunSummary
+from core.naming import report_prefix
+from core.report import write_report as render
+
+
+@activity
+def write_report(payload: Payload) -> str:
+    """Render and upload the report; return its folder as `container/path/`. The loss curve comes
+    from the job's MLflow metrics (none for a run whose job never started)."""
+    summary = RunSummary.model_validate(payload["summary"])
+    config = RunConfig.model_validate(payload["config"]) if payload.get("config") else None
+    examples = {
+        side: [ExampleScore.model_validate(e) for e in scores]
+        for side, scores in (payload.get("examples") or {}).items()
+    }
+    backends = current()
+    history = backends.training.loss_history(summary.job) if summary.job else LossHistory()
+    prefix = report_prefix(summary.dataset, summary.instance_id)
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp:
+        for path in render(Path(tmp), summary, history, config, examples or None):
+            backends.datasets.upload(
+                path, BlobRef(container=summary.dataset.container, name=prefix + path.name)
+            )
+    return f"{summary.dataset.container}/{prefix}"
