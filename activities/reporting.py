@@ -3,6 +3,7 @@ under reports/<instance_id>/, a prefix the blob trigger ignores."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from activities.blueprint import Payload, activity
 from backends.registry import current
 from core.models import BlobRef, ExampleScore, LossHistory, RunConfig, RunSummary
 from core.naming import report_prefix
+from core.redact import scrub
 from core.report import write_report as render
+
+log = logging.getLogger("activities.reporting")
 
 
 @activity
@@ -24,7 +28,12 @@ def write_report(payload: Payload) -> str:
         for side, scores in (payload.get("examples") or {}).items()
     }
     backends = current()
-    history = backends.training.loss_history(summary.job) if summary.job else LossHistory()
+    history = LossHistory()
+    if summary.job:
+        try:
+            history = backends.training.loss_history(summary.job)
+        except Exception as exc:  # a report without its curve beats no report
+            log.warning("loss history of %s unavailable: %s", summary.job, scrub(str(exc)))
     prefix = report_prefix(summary.dataset, summary.instance_id)
     with tempfile.TemporaryDirectory(prefix="report-") as tmp:
         for path in render(Path(tmp), summary, history, config, examples or None):

@@ -11,15 +11,19 @@ Rules kept here:
   orchestrator retries activities.
 - Endpoint keys are read inside `score` and `publish_connection`, registered with `core.redact`,
   never logged, returned or put in an exception message.
+- Loss curves come from MLflow (`loss_history`); `mlflow` is imported there and only there, so the
+  rest of the backend needs neither mlflow-skinny nor the azureml-mlflow plugin.
 """
 
 from __future__ import annotations
 
 import ast
 import logging
+import math
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import Any, Protocol
 
 import httpx
 from azure.ai.ml import MLClient
@@ -34,6 +38,8 @@ from azure.ai.ml.entities import (
     ManagedOnlineDeployment,
     ManagedOnlineEndpoint,
     Model,
+    OnlineDeployment,
+    OnlineEndpoint,
     OnlineRequestSettings,
     WorkspaceConnection,
 )
@@ -44,17 +50,20 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from core import redact
 from core.models import (
     BlobRef,
+    DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
     FineTuneSpec,
     JobInfo,
     JobState,
+    LossHistory,
+    MetricPoint,
     ModelRef,
     ProvisioningState,
     RunConfig,
     ScoreResult,
 )
-from core.naming import APP_TAG
+from core.naming import APP_TAG, CREATED_BY_TAG
 from core.preflight import PreflightCheck, PreflightReport, endpoint_name_check
 from core.scoring import post_score
 from core.settings import Settings
@@ -104,13 +113,76 @@ SCORE_TIMEOUT_S = 90.0
 # Managed online deployments time a request out after 5 s by default; a 128-token generation can
 # take longer, so allow as long as our client waits.
 DEPLOYMENT_REQUEST_TIMEOUT_MS = 90_000
-MAX_OUTPUT_CHARS = 500
 MAX_ERROR_CHARS = 300
 # Metadata that makes Prompt flow read a CustomKeys workspace connection as a `CustomConnection`.
 PROMPTFLOW_CONNECTION_TYPE = {
     "azureml.flow.connection_type": "Custom",
     "azureml.flow.module": "promptflow.connections",
 }
+
+# ---------------------------------------------------------------------------- loss history (MLflow)
+
+# Metric names, first present wins (per run): Hugging Face Trainer logs `loss` every logging step and
+# `train_loss` once at the end; the offline trainer logs `train_loss` per step; eval is `eval_loss`.
+TRAIN_LOSS_METRICS = ("train_loss", "loss")
+VALIDATION_LOSS_METRICS = ("eval_loss", "validation_loss", "val_loss")
+# Azure ML tags every run of a pipeline job (steps, and steps of nested sub-pipelines) with
+# `mlflow.rootRunId` = the top-level job name (the job's own MLflow run id); `mlflow.parentRunId`
+# only names the direct parent, which for a step inside a sub-pipeline is not the job.
+ROOT_RUN_TAG = "mlflow.rootRunId"
+MLFLOW_PAGE_SIZE = 1000  # MlflowClient.search_runs default (SEARCH_MAX_RESULTS_DEFAULT)
+# MLflow's error code for a run (or experiment) that does not exist (databricks_pb2.ErrorCode).
+_MLFLOW_NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+# Azure ML job names: letters, digits, '-' and '_' (safe to quote in an MLflow filter string).
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class MlflowTrackingClient(Protocol):
+    """The part of `mlflow.tracking.MlflowClient` (mlflow 2.x/3.x) that `loss_history` uses."""
+
+    def get_run(self, run_id: str) -> Any: ...
+
+    def search_runs(
+        self,
+        experiment_ids: list[str],
+        filter_string: str = "",
+        *,
+        max_results: int = MLFLOW_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> Any: ...
+
+    def get_metric_history(self, run_id: str, key: str) -> Any: ...
+
+
+def _mlflow_not_found(exc: BaseException) -> bool:
+    """An `MlflowException` saying the run does not exist (duck-typed: mlflow is imported lazily)."""
+    return getattr(exc, "error_code", None) == _MLFLOW_NOT_FOUND
+
+
+def _tracking_store_plugins() -> set[str]:
+    """URI schemes that installed MLflow plugins register tracking stores for (azureml-mlflow: "azureml")."""
+    return {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+
+
+def _points(history: Iterable[Any]) -> list[MetricPoint]:
+    """MLflow `Metric`s as points sorted by step (then logging time). Non-finite values are dropped:
+    a NaN/inf loss would serialise as JSON null and no longer validate as a float."""
+    rows = [
+        (int(m.step or 0), int(getattr(m, "timestamp", 0) or 0), float(m.value))
+        for m in history
+        if m.value is not None and math.isfinite(float(m.value))
+    ]
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return [MetricPoint(step=step, value=value) for step, _, value in rows]
+
+
+def _str_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (tags or {}).items() if v is not None}
+
+
+def _version_key(version: str) -> tuple[int, int, str]:
+    """Sort model versions numerically when they are numbers ("2" before "10"), else by text."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
 def job_state(raw_status: str | None) -> JobState:
@@ -467,6 +539,7 @@ class AzureMLBackend:
             self._registry_clients[settings.MODEL_REGISTRY] = registry_client
         self._http = http
         self._credential: Any = None
+        self._mlflow_tracking_uri: str | None = None
 
     # ------------------------------------------------------------------ clients (lazy)
 
@@ -617,13 +690,7 @@ class AzureMLBackend:
         if found is None:
             found = self._find_tagged(model_name, job_name)
         if found is not None:
-            current = dict(found.tags or {})
-            merged = {**current, **wanted}
-            if merged != current:
-                # Only description and tags of a model version are mutable; create_or_update on the
-                # same name+version updates them.
-                found.tags = merged
-                found = self._ml.models.create_or_update(found)
+            found = self._merge_model_tags(found, wanted)
             ref = ModelRef(name=str(found.name), version=str(found.version))
             log.info("model %s:%s of job %s tagged", ref.name, ref.version, job_name)
             return ref
@@ -666,10 +733,182 @@ class AzureMLBackend:
         return None
 
     def _list_models(self, name: str) -> Iterable[Model]:
+        """The active (not archived) versions of model `name`; [] if there is no such model."""
         try:
             return list(self._ml.models.list(name=name))
         except ResourceNotFoundError:
             return []
+
+    def _merge_model_tags(self, model: Model, tags: Mapping[str, str]) -> Model:
+        """Write `tags` over the version's tags (others kept); no call when nothing changes.
+
+        azure-ai-ml has no tag-only update for model versions: `ModelOperations.create_or_update`
+        (operations/_model_operations.py:139-311) PUTs the whole version, and for an existing name +
+        version with an unchanged remote path the service updates its mutable fields (tags,
+        description) in place; `_check_and_upload_path` uploads nothing for a URI path
+        (_artifacts/_artifact_utilities.py:499-507). The version is sent back as `get`/`list` read it.
+        The PUT always carries `is_archived=False` (entities/_assets/_artifacts/model.py:259), so
+        tagging an archived version restores it.
+        """
+        current = dict(model.tags or {})
+        merged = {**current, **tags}
+        if merged == current:
+            return model
+        model.tags = merged
+        return self._ml.models.create_or_update(model)
+
+    def set_model_tags(self, model: ModelRef, tags: dict[str, str]) -> None:
+        """Merge `tags` into the workspace model version's tags (ResourceNotFoundError if it is missing)."""
+        found = self._ml.models.get(name=model.name, version=model.version)
+        self._merge_model_tags(found, tags)
+        log.info("model %s:%s tagged %s", model.name, model.version, sorted(tags))
+
+    def list_models(self, created_by: str) -> list[tuple[ModelRef, dict[str, str]]]:
+        """Active versions of every workspace model whose `created-by` tag is `created_by`.
+
+        `models.list()` lists the model containers (names); `models.list(name=...)` their versions
+        (operations/_model_operations.py:601-670), both `ListViewType.ACTIVE_ONLY` by default, so
+        versions removed by `delete_model` (archived) are not listed again. A model deleted between
+        the two calls is skipped.
+        """
+        found: list[tuple[ModelRef, dict[str, str]]] = []
+        for container in self._ml.models.list():
+            name = getattr(container, "name", None)
+            if not name:
+                continue
+            for version in self._list_models(str(name)):
+                tags = _str_tags(version.tags)
+                if tags.get(CREATED_BY_TAG) == created_by:
+                    found.append((ModelRef(name=str(version.name), version=str(version.version)), tags))
+        found.sort(key=lambda item: (item[0].name, _version_key(item[0].version)))
+        return found
+
+    def delete_model(self, model: ModelRef) -> None:
+        """Archive the version: the v2 SDK cannot hard-delete a workspace model version.
+
+        `ModelOperations` has `archive`/`restore` but no delete (operations/_model_operations.py:523-599);
+        archiving sets `is_archived` on the version (GET then PUT, _utils/_asset_utils.py:1062-1076),
+        which hides it from `models.list` and from new deployments while keeping its files and
+        lineage. Archiving an archived version is a no-op PUT; a missing version is not an error.
+        """
+        try:
+            self._ml.models.archive(name=model.name, version=model.version)
+        except ResourceNotFoundError:
+            log.info("model %s:%s is already gone", model.name, model.version)
+            return
+        log.info("model %s:%s archived", model.name, model.version)
+
+    # ------------------------------------------------------------------ loss history (MLflow)
+
+    def loss_history(self, job_name: str) -> LossHistory:
+        """Training and validation loss per step of the job, from the workspace's MLflow store.
+
+        Runs read: the job's own MLflow run (run id = job name) and every run whose
+        `mlflow.rootRunId` tag is the job name: the steps of the pipeline Azure ML runs a fine-tuning
+        job as, at any depth. Per run, the train curve is the first of TRAIN_LOSS_METRICS it logged
+        and the validation curve the first of VALIDATION_LOSS_METRICS, except that a name logged
+        once (an end-of-training summary, like Hugging Face's `train_loss`) yields to a later name
+        with a longer history. Each curve then comes from the one run that logged it at most steps
+        (the training step; a parent mirroring it or a retried step does not double the points),
+        sorted by step. Empty lists when the job has no MLflow run or logged no loss; transient
+        faults propagate.
+        """
+        if not _JOB_NAME.match(job_name):
+            raise ValueError(f"not an Azure ML job name: {job_name!r}")
+        client = self._mlflow_client(self._tracking_uri())
+        runs = self._job_runs(client, job_name)
+        history = LossHistory(
+            train=self._loss_curve(client, runs, TRAIN_LOSS_METRICS),
+            validation=self._loss_curve(client, runs, VALIDATION_LOSS_METRICS),
+        )
+        log.info(
+            "job %s: %d run(s), %d train / %d validation loss points",
+            job_name,
+            len(runs),
+            len(history.train),
+            len(history.validation),
+        )
+        return history
+
+    def _tracking_uri(self) -> str:
+        """The workspace's MLflow tracking URI (`azureml://<region>.api.azureml.ms/mlflow/...`),
+        read once per backend from `workspaces.get(...).mlflow_tracking_uri`
+        (entities/_workspace/workspace.py:231, filled from the REST `mlFlowTrackingUri` at :345-358)."""
+        if self._mlflow_tracking_uri is None:
+            workspace = self._settings.AZUREML_WORKSPACE
+            uri = getattr(self._ml.workspaces.get(workspace), "mlflow_tracking_uri", None)
+            if not uri:
+                raise RuntimeError(f"workspace {workspace} reports no MLflow tracking URI")
+            self._mlflow_tracking_uri = str(uri)
+        return self._mlflow_tracking_uri
+
+    def _mlflow_client(self, tracking_uri: str) -> MlflowTrackingClient:
+        """An `MlflowClient` for `tracking_uri` (tests replace this method with a fake).
+
+        `azureml://` URIs need the azureml-mlflow plugin (it registers the "azureml" tracking store
+        and authenticates with azure-identity); without it MLflow fails with an unhelpful
+        "unsupported URI" error, so say what to install instead.
+        """
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError as e:
+            raise RuntimeError("loss_history needs the mlflow-skinny and azureml-mlflow packages") from e
+        scheme = tracking_uri.split(":", 1)[0].lower()
+        if scheme == "azureml" and scheme not in _tracking_store_plugins():
+            raise RuntimeError(
+                "the workspace's azureml:// MLflow tracking URI needs the azureml-mlflow plugin "
+                "(pip install azureml-mlflow) next to mlflow-skinny"
+            )
+        client: MlflowTrackingClient = MlflowClient(tracking_uri=tracking_uri)
+        return client
+
+    def _job_runs(self, client: MlflowTrackingClient, job_name: str) -> list[Any]:
+        """The job's run, then its descendants (by start time); [] if the job has no MLflow run."""
+        try:
+            root = client.get_run(job_name)
+        except Exception as e:
+            if _mlflow_not_found(e):
+                return []
+            raise
+        experiment = str(root.info.experiment_id)
+        seen = {root.info.run_id}
+        descendants: list[Any] = []
+        token: str | None = None
+        while True:
+            page = client.search_runs(
+                [experiment],
+                filter_string=f"tags.{ROOT_RUN_TAG} = '{job_name}'",
+                max_results=MLFLOW_PAGE_SIZE,
+                page_token=token,
+            )
+            for run in page:
+                if run.info.run_id not in seen:
+                    seen.add(run.info.run_id)
+                    descendants.append(run)
+            token = getattr(page, "token", None)
+            if not token:
+                break
+        descendants.sort(key=lambda r: (getattr(r.info, "start_time", None) or 0, str(r.info.run_id)))
+        return [root, *descendants]
+
+    @staticmethod
+    def _loss_curve(
+        client: MlflowTrackingClient, runs: Sequence[Any], names: Sequence[str]
+    ) -> list[MetricPoint]:
+        best: list[MetricPoint] = []
+        for run in runs:
+            logged = getattr(run.data, "metrics", None) or {}
+            first: list[MetricPoint] = []
+            for name in (n for n in names if n in logged):
+                points = _points(client.get_metric_history(run.info.run_id, name))
+                if not first:
+                    first = points
+                if len(points) > 1:
+                    first = points
+                    break
+            if len(first) > len(best):
+                best = first
+        return best
 
     def data_uri(self, blob: BlobRef) -> str:
         datastore = self._settings.AZUREML_DATASTORE
@@ -687,14 +926,86 @@ class AzureMLBackend:
             endpoint = self._ml.online_endpoints.get(name)
         except ResourceNotFoundError:
             return EndpointInfo(name=name, state=ProvisioningState.NOT_FOUND)
-        deployments = [d.name for d in self._ml.online_deployments.list(endpoint_name=name)]
-        return EndpointInfo(
-            name=name,
-            state=provisioning_state(endpoint.provisioning_state),
-            traffic={str(k): int(v) for k, v in (endpoint.traffic or {}).items()},
-            deployments=deployments,
-            scoring_uri=endpoint.scoring_uri,
+        return _endpoint_info(endpoint, self._deployments(name))
+
+    def _deployments(self, endpoint: str) -> list[OnlineDeployment]:
+        """The endpoint's deployments; [] if the endpoint is gone (the REST list answers 404)."""
+        try:
+            return list(self._ml.online_deployments.list(endpoint_name=endpoint))
+        except ResourceNotFoundError:
+            return []
+
+    def list_endpoints(self) -> list[EndpointInfo]:
+        """Every online endpoint of the workspace (`online_endpoints.list()`,
+        operations/_online_endpoint_operations.py:87-103) with tags, state, traffic and deployments.
+
+        The listing does not fill in zero-traffic deployments as `get` does (:155-162), so the
+        deployments are listed per endpoint (one more call each) and given 0 % the same way.
+        """
+        infos = [
+            _endpoint_info(endpoint, self._deployments(str(endpoint.name)))
+            for endpoint in self._ml.online_endpoints.list()
+            if endpoint.name
+        ]
+        return sorted(infos, key=lambda info: info.name)
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        return sorted(
+            (
+                DeploymentInfo(
+                    name=str(d.name),
+                    instance_type=str(d.instance_type or ""),
+                    instance_count=int(d.instance_count or 0),
+                    state=provisioning_state(d.provisioning_state),
+                    tags=_str_tags(d.tags),
+                )
+                for d in self._deployments(endpoint)
+            ),
+            key=lambda info: info.name,
         )
+
+    def update_endpoint_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Merge `tags` into the endpoint's tags and wait for the update (ResourceNotFoundError if
+        the endpoint does not exist).
+
+        `begin_create_or_update` PUTs the whole endpoint (operations/_online_endpoint_operations.py
+        :204-265, body from `_to_rest_online_endpoint`, entities/_endpoint/online_endpoint.py:151-175),
+        and a PUT replaces what it does not carry: a fresh `ManagedOnlineEndpoint(name, tags,
+        auth_mode)` would send `traffic: null` and, having no identity, a SystemAssigned identity. So
+        the entity `get` returned goes back with only its tags changed; its traffic (zero entries
+        filled in by `get`, stripped again by `begin_create_or_update` at :230-234), mirror traffic,
+        auth mode, identity, description and public network access are sent exactly as read. (The
+        ARM PATCH that carries only tags and identity, `OnlineEndpointsOperations.begin_update` in
+        _restclient/arm_ml_service/operations/_operations.py, is not exposed by the public
+        `OnlineEndpointOperations`.) Waiting, as `set_traffic` does, means the tags are in place when
+        the activity returns, and a rejected update (e.g. 409 while another operation runs on the
+        endpoint) raises here for the activity retry policy.
+        """
+        endpoint = self._ml.online_endpoints.get(name)
+        current = _str_tags(endpoint.tags)
+        merged = {**current, **tags}
+        if merged == current:
+            return
+        endpoint.tags = merged
+        self._ml.online_endpoints.begin_create_or_update(endpoint).result()
+        log.info("endpoint %s tagged %s", name, sorted(tags))
+
+    def delete_endpoint(self, name: str) -> None:
+        """Start deleting the endpoint and its deployments (`online_endpoints.begin_delete`, poller not
+        awaited); nothing to do if it is gone or already deleting. The delete's first request is
+        sent inside `begin_delete`, so a 404 surfaces there as ResourceNotFoundError."""
+        try:
+            endpoint = self._ml.online_endpoints.get(name)
+        except ResourceNotFoundError:
+            return
+        if provisioning_state(endpoint.provisioning_state) is ProvisioningState.DELETING:
+            log.info("endpoint %s is already being deleted", name)
+            return
+        try:
+            self._ml.online_endpoints.begin_delete(name=name)  # poller not awaited
+        except ResourceNotFoundError:
+            return
+        log.info("endpoint %s deletion started", name)
 
     def begin_create_endpoint(self, name: str, tags: dict[str, str]) -> None:
         try:
@@ -777,6 +1088,24 @@ class AzureMLBackend:
         self._project.connections.create_or_update(connection)
         log.info("connection %s now points at %s", name, uri)
         return uri
+
+    def connection_exists(self, name: str) -> bool:
+        """`connections.get` without `populate_secrets` (operations/_workspace_connections_operations.py
+        :74-100): no credential is read; a 404 means no such connection."""
+        try:
+            self._project.connections.get(name=name)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def delete_connection(self, name: str) -> None:
+        """`connections.delete` (operations/_workspace_connections_operations.py:132-145; the service
+        answers 200/204, 404 -> ResourceNotFoundError): no error if the connection is already gone."""
+        try:
+            self._project.connections.delete(name=name)
+        except ResourceNotFoundError:
+            return
+        log.info("connection %s deleted", name)
 
     # ------------------------------------------------------------------ preflight
 
@@ -939,6 +1268,28 @@ class AzureMLBackend:
             f"created-by={APP_TAG} if it is yours (its created-by tag: {owner if owner else 'none'})"
         )
         return PreflightCheck(name="endpoint_owner", ok=False, detail=detail)
+
+
+def _endpoint_info(endpoint: OnlineEndpoint, deployments: Sequence[OnlineDeployment]) -> EndpointInfo:
+    """EndpointInfo from an endpoint entity and its deployments (nothing secret: no keys, no identity).
+
+    Deployments missing from the traffic map get 0 %, as `OnlineEndpointOperations.get` does
+    (operations/_online_endpoint_operations.py:155-162), unless they receive mirrored traffic.
+    """
+    traffic = {str(k): int(v) for k, v in (endpoint.traffic or {}).items()}
+    mirrored = set(endpoint.mirror_traffic or {})
+    names = [str(d.name) for d in deployments if d.name]
+    for name in names:
+        if name not in traffic and name not in mirrored:
+            traffic[name] = 0
+    return EndpointInfo(
+        name=str(endpoint.name),
+        state=provisioning_state(endpoint.provisioning_state),
+        traffic=traffic,
+        deployments=names,
+        scoring_uri=endpoint.scoring_uri,
+        tags=_str_tags(endpoint.tags),
+    )
 
 
 def custom_connection(*, name: str, endpoint_uri: str, key: str) -> WorkspaceConnection:

@@ -1,4 +1,5 @@
-"""The dev host process: engine dispatcher + activity workers + HTTP + blob watcher in one asyncio loop."""
+"""The dev host process: engine dispatcher + activity workers + HTTP + blob watcher + timer triggers in one
+asyncio loop."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from devhost.engine import Engine, WorkItem
 from devhost.functions import FunctionIndex
 from devhost.http import build_app, client_binding
 from devhost.store import Store
+from devhost.timers import TimerRunner
 
 log = logging.getLogger("devhost")
 
@@ -56,6 +58,7 @@ class Host:
         self.env = env
         self.max_activities = max_activities
         self.blob_interval_s = blob_interval_s
+        self.timers: TimerRunner | None = None
         self._wake: asyncio.Event | None = None
 
     def wake(self) -> None:
@@ -72,6 +75,9 @@ class Host:
         if self.index.blob:
             watcher = BlobWatcher(self.store, self.index, self.env, self.binding, self.blob_interval_s)
             tasks.append(asyncio.create_task(watcher.run(self.wake), name="blobs"))
+        if self.index.timers:
+            self.timers = TimerRunner(self.store, self.index, self.env, self.binding)
+            tasks.append(asyncio.create_task(self.timers.run(self.wake), name="timers"))
         log.info("dev host listening on %s (%d functions)", self.base_url, self.function_count)
         if ready is not None:
             ready.set()

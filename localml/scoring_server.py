@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import importlib
 import json
 import os
@@ -135,11 +136,17 @@ def parse_payload(body: bytes) -> tuple[Messages, float, int]:
 
 def load_training_model(model: ModelRef) -> Generate:
     """The real model: `localml.training.load_model` + `generate` (imported here, in the server)."""
+    import torch
+
     from localml.training import generate, load_model
 
     loaded, tokenizer = load_model(model)
 
     def run(messages: Messages, temperature: float, max_new_tokens: int) -> str:
+        # Sampling seeded by the request: the same question gets the same answer from the same
+        # model, so the evaluation gate compares two deployments, not two dice rolls.
+        request = json.dumps([messages, temperature, max_new_tokens], sort_keys=True).encode()
+        torch.manual_seed(int.from_bytes(hashlib.sha256(request).digest()[:8], "big"))
         return generate(loaded, tokenizer, messages, temperature, max_new_tokens)
 
     return run

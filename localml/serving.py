@@ -9,24 +9,29 @@ state under `RunPaths.serving_dir`, (re)starts what should be running and return
 Both are detached (`start_new_session=True`, own process group, logs in the state directory), so
 they outlive the process that started them (the devhost may be killed -9 and restarted).
 `get_endpoint`, `get_deployment_state`, `score` and `reconcile()` restart a front or a server that
-died; `delete_deployment` stops its server; `stop_all()` stops everything this run dir started.
+died; `delete_deployment` stops its server; `delete_endpoint` stops the front and every server of
+the endpoint and removes its state; `stop_all()` stops everything this run dir started.
 Each child also exits by itself when its state directory disappears or its supervisor recorded
 another pid for it (see `scoring_server.watch_until_orphaned`).
 
 State (all small JSON files written atomically: temp file + fsync + `os.replace`; every
 read-modify-write holds an `flock` on `serving/.lock`, so threads and processes may share a run dir):
 
-    serving/endpoints/<endpoint>/endpoint.json   name, tags, port, traffic, deployments {name: {port}}
+    serving/endpoints/<endpoint>/endpoint.json   name, tags, port, traffic, deployments {name: {port}},
+                                                 deleting {at, id} once delete_endpoint began
                                   key            the endpoint key (0600; never logged or returned)
                                   front.json     the front's pid/start time/attempts/provisioned/failed
                                   front.log
     serving/endpoints/<endpoint>/deployments/<deployment>/deployment.json   model, port, loader, spec
+                                                                            (instance type/count, tags)
                                                           server.json       as front.json (+ deleting)
                                                           server.log
 
 Prompt flow. `publish_connection` writes a local `CustomConnection` with promptflow-devkit under
-`RunPaths.promptflow_home`; `promptflow_env()` gives the environment any other process (the devhost,
-the demo, `pf flow test`) needs to read it. See `promptflow_env` for what each variable does.
+`RunPaths.promptflow_home` (`connection_exists` / `delete_connection` read / remove it), in this
+process or a child process (see `_promptflow_in_process`); `promptflow_env()` gives the environment
+any other process (the devhost, the demo, `pf flow test`) needs to read it. See `promptflow_env` for
+what each variable does.
 
 POSIX only (flock, process groups, /proc when present).
 """
@@ -58,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from core import redact
-from core.models import DeploymentSpec, EndpointInfo, ProvisioningState, ScoreResult
+from core.models import DeploymentInfo, DeploymentSpec, EndpointInfo, ProvisioningState, ScoreResult
 from core.redact import shorten
 from core.scoring import post_score
 from localml import procs
@@ -113,6 +118,7 @@ MAX_ERROR_CHARS = 300
 KEYRING_BACKEND = "keyrings.alt.file.PlaintextKeyring"
 PF_CONFIG_FILE = "pf.yaml"
 PF_VERSION_CHECK_FILE = "pf_version_check.json"
+PF_DB_FILE = "pf.sqlite"
 LOOPBACK = ("127.0.0.1", "localhost")
 
 Record = dict[str, Any]
@@ -301,6 +307,16 @@ def _terminate(pid: int | None, start_time: int | None) -> None:
             if not _alive(pid, start_time):
                 return
             time.sleep(0.02)
+
+
+def _stop(targets: list[tuple[int, int | None]]) -> None:
+    """`_terminate` several process groups: all are sent SIGTERM first, then each is waited for."""
+    for pid, start_time in targets:
+        if _alive(pid, start_time):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+    for pid, start_time in targets:
+        _terminate(pid, start_time)
 
 
 def _free_port(exclude: set[int]) -> int:
@@ -519,7 +535,12 @@ class LocalServing:
         directory = self._endpoint_dir(name)
         with self._locked():
             cfg = _read_json(directory / ENDPOINT_FILE)
+            if cfg is not None and cfg.get("deleting"):
+                raise ValueError(f"endpoint {name} is being deleted")
             if cfg is None:
+                # Without endpoint.json (written last, under this lock) a folder is what a crashed
+                # create or delete left: start clean, so no old deployment or key is adopted.
+                shutil.rmtree(directory, ignore_errors=True)
                 directory.mkdir(parents=True, exist_ok=True)
                 os.chmod(directory, 0o700)
                 if not (directory / KEY_FILE).is_file():
@@ -544,6 +565,8 @@ class LocalServing:
             cfg = _read_json(directory / ENDPOINT_FILE)
             if cfg is None:
                 return EndpointInfo(name=name, state=ProvisioningState.NOT_FOUND)
+            if cfg.get("deleting"):  # nothing is restarted any more; delete_endpoint finishes
+                return self._endpoint_info(name, cfg, ProvisioningState.DELETING)
             cfg = self._sync_routes_locked(name, cfg)
             rec = self._reconcile_front_locked(name, cfg)
         port = int(cfg["port"])
@@ -554,13 +577,81 @@ class LocalServing:
             state = ProvisioningState.SUCCEEDED
         else:
             state = ProvisioningState.UPDATING if rec.get("provisioned") else ProvisioningState.CREATING
+        return self._endpoint_info(name, cfg, state)
+
+    @staticmethod
+    def _endpoint_info(name: str, cfg: Record, state: ProvisioningState) -> EndpointInfo:
         return EndpointInfo(
             name=name,
             state=state,
             traffic={str(k): int(v) for k, v in cfg["traffic"].items()},
             deployments=sorted(cfg["deployments"]),
-            scoring_uri=f"http://127.0.0.1:{port}/score",
+            scoring_uri=f"http://127.0.0.1:{int(cfg['port'])}/score",
+            tags={str(k): str(v) for k, v in (cfg.get("tags") or {}).items()},
         )
+
+    def list_endpoints(self) -> list[EndpointInfo]:
+        """Every endpoint of this run dir, as `get_endpoint` reports it (by name)."""
+        found = [self.get_endpoint(name) for name in self._endpoint_names()]
+        return [info for info in found if info.state is not ProvisioningState.NOT_FOUND]
+
+    def update_endpoint_tags(self, name: str, tags: dict[str, str]) -> None:
+        """Merge `tags` into the endpoint's tags (endpoint.json, rewritten atomically under the
+        lock); traffic, deployments and processes are left as they are."""
+        _check_name("endpoint", name)
+        path = self._endpoint_dir(name) / ENDPOINT_FILE
+        with self._locked():
+            cfg = _read_json(path)
+            if cfg is None:
+                raise ValueError(f"endpoint {name} not found")
+            if cfg.get("deleting"):
+                raise ValueError(f"endpoint {name} is being deleted")
+            merged = {**(cfg.get("tags") or {}), **{str(k): str(v) for k, v in tags.items()}}
+            if merged != cfg.get("tags"):
+                cfg["tags"] = merged
+                _write_json(path, cfg)
+        log.info("tags of endpoint %s updated: %s", name, sorted(tags))
+
+    def delete_endpoint(self, name: str) -> None:
+        """Stop the endpoint's front and scoring servers and remove its state; no-op if it is gone.
+
+        Crash-safe in three steps: endpoint.json is marked `deleting` (from then on nothing of it
+        is restarted or created, and it reports Deleting); the processes are stopped (SIGTERM,
+        then SIGKILL); endpoint.json is removed (the endpoint no longer exists), then the folder.
+        A call interrupted anywhere is finished by the next `delete_endpoint` or `reconcile`.
+        The Prompt flow connection that points at it is left alone (`delete_connection`).
+        """
+        _check_name("endpoint", name)
+        directory = self._endpoint_dir(name)
+        with self._locked():
+            cfg = _read_json(directory / ENDPOINT_FILE)
+            if cfg is None:
+                shutil.rmtree(directory, ignore_errors=True)  # what a crashed create/delete left
+                return
+            if not cfg.get("deleting"):
+                cfg["deleting"] = {"at": _now(), "id": secrets.token_hex(8)}
+                _write_json(directory / ENDPOINT_FILE, cfg)
+            marker = cfg["deleting"]
+            records = [directory / FRONT_RECORD_FILE]
+            deployments = directory / "deployments"
+            if deployments.is_dir():
+                records += [d / SERVER_RECORD_FILE for d in sorted(deployments.iterdir()) if d.is_dir()]
+            targets = []
+            for path in records:
+                rec = _read_json(path) or {}
+                if rec.get("pid"):
+                    targets.append((int(rec["pid"]), rec.get("start_time")))
+        _stop(targets)
+        with self._locked():
+            cfg = _read_json(directory / ENDPOINT_FILE)
+            if cfg is not None and cfg.get("deleting") != marker:
+                return  # not ours any more (cannot happen while marked; a new endpoint is kept)
+            # endpoint.json first: from then on the endpoint does not exist, whatever a kill -9
+            # during rmtree leaves behind (a folder without it is cleared on the next create).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / ENDPOINT_FILE)
+            shutil.rmtree(directory, ignore_errors=True)
+        log.info("endpoint %s deleted (%d process(es) stopped)", name, len(targets))
 
     # ------------------------------------------------------------------ deployments
 
@@ -632,6 +723,8 @@ class LocalServing:
             cfg = _read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
             if cfg is None:
                 raise ValueError(f"endpoint {endpoint} not found; create it before its deployments")
+            if cfg.get("deleting"):
+                raise ValueError(f"endpoint {endpoint} is being deleted")
             dcfg = _read_json(directory / DEPLOYMENT_FILE)
             if dcfg is not None:
                 if (_read_json(directory / SERVER_RECORD_FILE) or {}).get("deleting"):
@@ -658,12 +751,13 @@ class LocalServing:
         _check_name("deployment", deployment)
         directory = self._deployment_dir(endpoint, deployment)
         with self._locked():
-            if not (self._endpoint_dir(endpoint) / ENDPOINT_FILE).is_file():
+            cfg = _read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
+            if cfg is None:
                 return ProvisioningState.NOT_FOUND
             dcfg = _read_json(directory / DEPLOYMENT_FILE)
             if dcfg is None:
                 return ProvisioningState.NOT_FOUND
-            if (_read_json(directory / SERVER_RECORD_FILE) or {}).get("deleting"):
+            if cfg.get("deleting") or (_read_json(directory / SERVER_RECORD_FILE) or {}).get("deleting"):
                 return ProvisioningState.DELETING
             rec = self._reconcile_server_locked(endpoint, deployment, dcfg)
             self._sync_routes_locked(endpoint)
@@ -683,6 +777,27 @@ class LocalServing:
         if not failed:
             return None
         return f"{failed['error']}\n{failed.get('log_tail', '')}".strip()
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        """The endpoint's deployments (by name) with the instance type/count and tags of their
+        spec and their state as `get_deployment_state` reports it; [] if the endpoint is gone."""
+        _check_name("endpoint", endpoint)
+        found = []
+        for deployment in self._deployment_names(endpoint):
+            state = self.get_deployment_state(endpoint, deployment)
+            dcfg = _read_json(self._deployment_dir(endpoint, deployment) / DEPLOYMENT_FILE)
+            if state is ProvisioningState.NOT_FOUND or dcfg is None:
+                continue  # deleted meanwhile
+            found.append(
+                DeploymentInfo(
+                    name=deployment,
+                    instance_type=str(dcfg.get("instance_type") or ""),
+                    instance_count=int(dcfg.get("instance_count") or 1),
+                    state=state,
+                    tags={str(k): str(v) for k, v in (dcfg.get("tags") or {}).items()},
+                )
+            )
+        return found
 
     # ------------------------------------------------------------------ traffic and deletion
 
@@ -733,7 +848,8 @@ class LocalServing:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(directory / DEPLOYMENT_FILE)
             shutil.rmtree(directory, ignore_errors=True)
-            self._sync_routes_locked(endpoint)
+            if (self._endpoint_dir(endpoint) / ENDPOINT_FILE).is_file():  # not deleted meanwhile
+                self._sync_routes_locked(endpoint)
         log.info("deployment %s/%s deleted", endpoint, deployment)
 
     # ------------------------------------------------------------------ scoring
@@ -789,55 +905,122 @@ class LocalServing:
 
         configs = {"endpoint": scoring URI}, secrets = {"key": endpoint key}, stored in
         promptflow-devkit's connection DB under `RunPaths.promptflow_home` (see `promptflow_env`).
-        In this process when promptflow is not imported yet or already uses this home (then
-        PF_HOME_DIRECTORY and PYTHON_KEYRING_BACKEND are set in os.environ first); otherwise, since
-        promptflow fixes its home at import, in a child process (`python -m localml.serving
-        publish-connection`) that reads the key itself.
+        In this process or in a child process (`python -m localml.serving publish-connection`,
+        which reads the key itself): see `_promptflow_in_process`.
         """
         uri, key = self._endpoint_secret(endpoint)
-        home = self.paths.promptflow_home.resolve()
         with _PF_LOCK:
-            bound = _bound_promptflow_home()
-            # Long-running hosts (devhost) ask for the child: importing promptflow here would
-            # bring its tracing/telemetry threads and signal handlers into the host process.
-            in_child = os.environ.get("LOCALML_PUBLISH_IN_CHILD") == "1"
-            if not in_child and (bound is None or bound == home):
+            if self._promptflow_in_process():
                 self._publish_here(name, uri, key)
             else:
-                self._publish_in_child(name, endpoint)
+                self._promptflow_child(
+                    ["publish-connection", "--name", name, "--endpoint", endpoint],
+                    f"publishing Prompt flow connection {name}",
+                )
         log.info("Prompt flow connection %s now points at %s", name, uri)
         return uri
 
-    def _publish_here(self, name: str, uri: str, key: str) -> None:
+    def connection_exists(self, name: str) -> bool:
+        """Is there a Prompt flow connection `name` in this run's store? (No store yet: False,
+        without importing promptflow.) In this process or a child, as `publish_connection`."""
+        if not (self.paths.promptflow_home / PF_DB_FILE).is_file():
+            return False
+        with _PF_LOCK:
+            if self._promptflow_in_process():
+                return self._connection_exists_here(name)
+            out = self._promptflow_child(
+                ["connection-exists", "--name", name], f"looking up Prompt flow connection {name}"
+            )
+        try:
+            return bool(json.loads(out.strip().splitlines()[-1])["exists"])
+        except (ValueError, IndexError, KeyError, TypeError):
+            raise RuntimeError(f"looking up Prompt flow connection {name}: unexpected answer") from None
+
+    def delete_connection(self, name: str) -> None:
+        """Delete the Prompt flow connection `name`; no error if it (or the store) is not there.
+        In this process or a child, as `publish_connection`."""
+        if not (self.paths.promptflow_home / PF_DB_FILE).is_file():
+            return
+        with _PF_LOCK:
+            if self._promptflow_in_process():
+                self._delete_connection_here(name)
+            else:
+                self._promptflow_child(
+                    ["delete-connection", "--name", name], f"deleting Prompt flow connection {name}"
+                )
+        log.info("Prompt flow connection %s deleted", name)
+
+    def _promptflow_in_process(self) -> bool:
+        """Use promptflow in this process? Call with `_PF_LOCK` held.
+
+        Yes when it is not imported yet or already uses this run's home (then PF_HOME_DIRECTORY
+        and PYTHON_KEYRING_BACKEND are set in os.environ before the import); no when it is bound
+        to another home (promptflow fixes its home at import), and no when the host asks for
+        children with LOCALML_PUBLISH_IN_CHILD=1: long-running hosts (the devhost) must not import
+        promptflow, which brings its tracing/telemetry threads and signal handlers into the host
+        process (it broke the devhost's SIGTERM handling).
+        """
+        if os.environ.get("LOCALML_PUBLISH_IN_CHILD") == "1":
+            return False
+        bound = _bound_promptflow_home()
+        return bound is None or bound == self.paths.promptflow_home.resolve()
+
+    def _connections(self) -> Any:
+        """promptflow's local connection operations for this run's home, in this process. Call it
+        before anything else of promptflow is imported (promptflow fixes its home at import)."""
         env = promptflow_env(self.paths)
         # XDG_DATA_HOME is not set process-wide (it would move every XDG user's data); the keyring
         # backend is given the same file explicitly instead.
         os.environ["PF_HOME_DIRECTORY"] = env["PF_HOME_DIRECTORY"]
         os.environ["PYTHON_KEYRING_BACKEND"] = env["PYTHON_KEYRING_BACKEND"]
+        import keyring
+        from keyrings.alt.file import PlaintextKeyring
+
+        backend = PlaintextKeyring()
+        backend.file_path = str(keyring_file(self.paths))
+        keyring.set_keyring(backend)
+
+        from promptflow.client import PFClient
+
+        return PFClient().connections
+
+    def _publish_here(self, name: str, uri: str, key: str) -> None:
         failure: str | None = None
         try:
-            import keyring
-            from keyrings.alt.file import PlaintextKeyring
-
-            backend = PlaintextKeyring()
-            backend.file_path = str(keyring_file(self.paths))
-            keyring.set_keyring(backend)
-
-            from promptflow.client import PFClient
+            connections = self._connections()  # first: it sets promptflow's home before the import
             from promptflow.entities import CustomConnection
 
             connection = CustomConnection(name=name, configs={"endpoint": uri}, secrets={"key": key})
-            PFClient().connections.create_or_update(connection)
+            connections.create_or_update(connection)
         except Exception as e:
             failure = shorten(f"{type(e).__name__}: {e}", MAX_ERROR_CHARS)
         if failure is not None:  # raised outside the except block: no chained exception to leak from
             raise RuntimeError(f"publishing Prompt flow connection {name} failed: {failure}")
 
-    def _publish_in_child(self, name: str, endpoint: str) -> None:
-        cmd = [sys.executable, "-m", "localml.serving", "publish-connection"]
-        cmd += ["--run-dir", str(self.paths.root), "--name", name, "--endpoint", endpoint]
+    def _connection_exists_here(self, name: str) -> bool:
+        failure: str | None = None
+        try:
+            found = self._connections().get(name, with_secrets=False, raise_error=False)
+        except Exception as e:
+            failure = shorten(f"{type(e).__name__}: {e}", MAX_ERROR_CHARS)
+        if failure is not None:
+            raise RuntimeError(f"looking up Prompt flow connection {name} failed: {failure}")
+        return found is not None
+
+    def _delete_connection_here(self, name: str) -> None:
+        failure: str | None = None
+        try:
+            self._connections().delete(name)  # a missing name deletes nothing, no error
+        except Exception as e:
+            failure = shorten(f"{type(e).__name__}: {e}", MAX_ERROR_CHARS)
+        if failure is not None:
+            raise RuntimeError(f"deleting Prompt flow connection {name} failed: {failure}")
+
+    def _promptflow_child(self, args: list[str], what: str) -> str:
+        """Run `python -m localml.serving <args> --run-dir <this run>`; its stdout."""
+        cmd = [sys.executable, "-m", "localml.serving", *args, "--run-dir", str(self.paths.root)]
         env = self._child_env() | promptflow_env(self.paths)
-        env.pop("LOCALML_PUBLISH_IN_CHILD", None)  # the child publishes itself, it does not recurse
+        env.pop("LOCALML_PUBLISH_IN_CHILD", None)  # the child does it itself, it does not recurse
         done = subprocess.run(
             cmd,
             cwd=PROJECT_ROOT,
@@ -849,7 +1032,8 @@ class LocalServing:
         )
         if done.returncode != 0:
             tail = shorten(done.stderr.strip()[-MAX_ERROR_CHARS:], MAX_ERROR_CHARS)
-            raise RuntimeError(f"publishing Prompt flow connection {name} failed: {tail}")
+            raise RuntimeError(f"{what} failed: {tail}")
+        return done.stdout
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -857,10 +1041,13 @@ class LocalServing:
         """Bring every endpoint and deployment of this run dir back up (devhost start-up).
 
         Fronts that had failed get a new try; Failed deployments stay Failed (a model problem:
-        the orchestrator deletes them).
+        the orchestrator deletes them). Endpoint deletions that were interrupted are finished.
         """
         states: dict[str, ProvisioningState] = {}
         for endpoint in self._endpoint_names():
+            if (_read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE) or {}).get("deleting"):
+                self.delete_endpoint(endpoint)  # a delete that was interrupted: finish it
+                continue
             with self._locked():
                 self._retry_failed_front_locked(endpoint)
             states[endpoint] = self.get_endpoint(endpoint).state
@@ -900,11 +1087,7 @@ class LocalServing:
                 _write_json(path, rec)
                 if _alive(rec["pid"], rec.get("start_time")):
                     targets.append((int(rec["pid"]), rec.get("start_time")))
-            for pid, _ in targets:  # signal all first, then wait for each
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGTERM)
-            for pid, start_time in targets:
-                _terminate(pid, start_time)
+            _stop(targets)
         if targets:
             log.info("stopped %d serving process(es) under %s", len(targets), self.root)
 
@@ -915,17 +1098,24 @@ class LocalServing:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localml.serving", description="Offline serving tools.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in ("publish-connection", "stop-all", "reconcile", "status"):
+    connection_commands = ("publish-connection", "connection-exists", "delete-connection")
+    for command in (*connection_commands, "stop-all", "reconcile", "status"):
         p = sub.add_parser(command)
         p.add_argument("--run-dir", default=os.environ.get("LOCAL_RUN_DIR", ".run"))
-        if command == "publish-connection":
+        if command in connection_commands:
             p.add_argument("--name", required=True)
+        if command == "publish-connection":
             p.add_argument("--endpoint", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     serving = LocalServing(RunPaths.at(args.run_dir))
     if args.command == "publish-connection":
         print(json.dumps({"scoring_uri": serving.publish_connection(args.name, args.endpoint)}))
+    elif args.command == "connection-exists":
+        print(json.dumps({"exists": serving.connection_exists(args.name)}))
+    elif args.command == "delete-connection":
+        serving.delete_connection(args.name)
+        print(json.dumps({"deleted": args.name}))
     elif args.command == "stop-all":
         serving.stop_all()
     elif args.command == "reconcile":

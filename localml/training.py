@@ -16,6 +16,10 @@ One folder per job under `RunPaths.jobs_dir` (`<run dir>/jobs/<job name>/`):
 The job process is `python -m localml.train_job <job dir>` (see `localml/train_job.py`), started in
 its own session so `cancel_job` can signal its whole process group.
 
+The loss history (`train_loss` / `eval_loss` of the job's MLflow run) and the model housekeeping
+(`set_model_tags`, `list_models`, `delete_model`) use the local MLflow store; before a job has
+created it they find nothing and create nothing.
+
 Besides the backend, two helpers for the scoring side (importable without side effects; torch,
 transformers and mlflow are imported only when they are called):
 
@@ -28,18 +32,20 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.models import BlobRef, FineTuneSpec, JobInfo, JobState, ModelRef
+from core.models import BlobRef, FineTuneSpec, JobInfo, JobState, LossHistory, MetricPoint, ModelRef
 from core.settings import Settings
 from localml import procs
 from localml.paths import RunPaths
@@ -58,6 +64,8 @@ __all__ = [
     "write_status",
 ]
 
+log = logging.getLogger(__name__)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
@@ -69,6 +77,13 @@ LOCK_FILE = ".lock"
 JOB_TAG = "job_name"
 JOB_TAGS = (JOB_TAG, "job-name")
 SEED = 1234
+# The MLflow metrics `localml.train_job` logs: training loss and validation (eval) loss per step.
+TRAIN_LOSS_METRIC = "train_loss"
+VALIDATION_LOSS_METRIC = "eval_loss"
+# Model-version tag naming who created the version (core.naming.lineage_tags).
+CREATED_BY_TAG = "created-by"
+# Names that can go into an MLflow filter string as a quoted literal as they are.
+_FILTER_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 # A Queued job whose process file is still missing after this long will never start.
 START_GRACE_S = 60.0
 # SIGTERM, then SIGKILL after this long.
@@ -409,6 +424,91 @@ class LocalTraining:
             raise ValueError(f"blob {blob.path} has no URL: the local training job cannot read it")
         return blob.url
 
+    def set_model_tags(self, model: ModelRef, tags: dict[str, str]) -> None:
+        """Add/overwrite `tags` on the registered version (its other tags are kept).
+
+        Raises LookupError if there is no such version (none registered in this run dir yet, or
+        MLflow's RESOURCE_DOES_NOT_EXIST)."""
+        if not tags:
+            return
+        if not self._store_exists():
+            raise LookupError(f"model {model.name} version {model.version} not found (no MLflow store yet)")
+        from mlflow.exceptions import MlflowException
+
+        client = self._mlflow_client()
+        missing: str | None = None
+        try:
+            for key, value in tags.items():
+                client.set_model_version_tag(model.name, str(model.version), str(key), str(value))
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            missing = f"model {model.name} version {model.version} not found"
+        if missing is not None:
+            raise LookupError(missing)
+
+    def loss_history(self, job_name: str) -> LossHistory:
+        """`train_loss` / `eval_loss` per step from the job's MLflow run(s), sorted by step.
+
+        The runs are the one the job recorded in `status.json` and any run tagged `job_name` with
+        it (in every experiment); a step logged by several runs keeps the latest value. Empty
+        lists for an unknown job, a job that has not logged yet, or a run dir without an MLflow
+        store (nothing is created then).
+        """
+        if not self._store_exists():
+            return LossHistory()
+        run_ids: list[str] = []
+        with contextlib.suppress(ValueError):  # an invalid job name: no folder, maybe no runs
+            recorded = (read_status(self.job_dir(job_name)) or {}).get("run_id")
+            if recorded:
+                run_ids.append(str(recorded))
+        client = self._mlflow_client()
+        if _FILTER_SAFE.match(job_name):
+            experiments = [
+                e.experiment_id for e in _all_pages(lambda token: client.search_experiments(page_token=token))
+            ]
+            if experiments:
+                for run in _all_pages(
+                    lambda token: client.search_runs(
+                        experiments, filter_string=f"tags.{JOB_TAG} = '{job_name}'", page_token=token
+                    )
+                ):
+                    if run.info.run_id not in run_ids:
+                        run_ids.append(run.info.run_id)
+        return LossHistory(
+            train=self._metric_series(client, run_ids, TRAIN_LOSS_METRIC),
+            validation=self._metric_series(client, run_ids, VALIDATION_LOSS_METRIC),
+        )
+
+    def list_models(self, created_by: str) -> list[tuple[ModelRef, dict[str, str]]]:
+        """Registered versions (not deleted) whose `created-by` tag is `created_by`, with their
+        tags, by name then version number. [] without an MLflow store."""
+        if not self._store_exists():
+            return []
+        client = self._mlflow_client()
+        found = []
+        for version in _all_pages(lambda token: client.search_model_versions(page_token=token)):
+            tags = {str(k): str(v) for k, v in (version.tags or {}).items()}
+            if tags.get(CREATED_BY_TAG) == created_by:
+                found.append((ModelRef(name=version.name, version=str(version.version)), tags))
+        return sorted(found, key=lambda item: (item[0].name, _version_key(item[0].version)))
+
+    def delete_model(self, model: ModelRef) -> None:
+        """Delete the registered version (MLflow keeps the number: the next one is not reused).
+        No error if it (or its model, or the whole store) is already gone."""
+        if not self._store_exists():
+            return
+        from mlflow.exceptions import MlflowException
+
+        client = self._mlflow_client()
+        try:
+            client.delete_model_version(model.name, str(model.version))
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return
+        log.info("model %s version %s deleted", model.name, model.version)
+
     # -- scoring helpers -------------------------------------------------------------------
 
     def load_model(self, model: ModelRef) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -425,6 +525,29 @@ class LocalTraining:
         set_registry_uri(self.paths.mlflow_uri)
         return MlflowClient(tracking_uri=self.paths.mlflow_uri, registry_uri=self.paths.mlflow_uri)
 
+    def _store_exists(self) -> bool:
+        """Has any job created the MLflow store yet? (Reading never creates it: the first job
+        creates its schema under a lock, see `localml.train_job._experiment_id`.)"""
+        return Path(self.paths.mlflow_uri.removeprefix("sqlite:///")).is_file()
+
+    @staticmethod
+    def _metric_series(client: Any, run_ids: list[str], key: str) -> list[MetricPoint]:
+        from mlflow.exceptions import MlflowException
+
+        latest: dict[int, tuple[int, float]] = {}  # step -> (timestamp, value)
+        for run_id in run_ids:
+            try:
+                history = client.get_metric_history(run_id, key)
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                continue  # a run recorded in status.json but deleted from the store since
+            for metric in history:
+                step, stamp = int(metric.step), int(metric.timestamp)
+                if step not in latest or stamp >= latest[step][0]:
+                    latest[step] = (stamp, float(metric.value))
+        return [MetricPoint(step=step, value=value) for step, (_, value) in sorted(latest.items())]
+
     @staticmethod
     def _find_version(client: Any, model_name: str, job_name: str) -> tuple[int, dict[str, str]] | None:
         from mlflow.exceptions import MlflowException
@@ -439,6 +562,21 @@ class LocalTraining:
             return None
         first = min(mine, key=lambda v: int(v.version))
         return int(first.version), dict(first.tags or {})
+
+
+def _all_pages(search: Callable[[str | None], Any]) -> Iterator[Any]:
+    """Every item of a paged MLflow search (`search(page_token)` -> PagedList)."""
+    token: str | None = None
+    while True:
+        page = search(token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (0, version)
 
 
 # ------------------------------------------------------------------------------ scoring helpers

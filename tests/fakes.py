@@ -18,11 +18,14 @@ from backends.registry import Backends
 from core import redact
 from core.models import (
     BlobRef,
+    DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
     FineTuneSpec,
     JobInfo,
     JobState,
+    LossHistory,
+    MetricPoint,
     ModelRef,
     ProvisioningState,
     RunConfig,
@@ -69,6 +72,8 @@ class FakeAzure:
         smoke_status: int = 200,
         failures: dict[str, int] | None = None,
         preflight_failures: dict[str, str] | None = None,
+        oracles: tuple[str, ...] = (),
+        eval_status: dict[str, int] | None = None,
     ) -> None:
         self.blobs: dict[tuple[str, str], bytes] = {}
         self.etags: dict[tuple[str, str], str] = {}
@@ -90,6 +95,14 @@ class FakeAzure:
         self.scored: list[tuple[str, str | None, dict[str, object]]] = []
         self.connections: dict[str, dict[str, str]] = {}
         self.traffic_history: list[dict[str, int]] = []
+        # Evaluation: deployments whose name starts with one of `oracles` answer with the dataset's
+        # own reference (score 1.0); the others answer `smoke_answer`. `eval_status` maps a
+        # deployment prefix to an HTTP status its multi-message (evaluation) calls get.
+        self.oracles = oracles
+        self.eval_status = dict(eval_status or {})
+        self.model_tags: dict[tuple[str, str], dict[str, str]] = {}
+        self.deleted_endpoints: list[str] = []
+        self.deleted_models: list[ModelRef] = []
 
     def backends(self) -> Backends:
         return Backends(training=self, serving=self, connections=self, datasets=self, preflight=self)
@@ -215,7 +228,34 @@ class FakeAzure:
                 return ref
         ref = ModelRef(name=model_name, version=str(len(self.models) + 1))
         self.models.append((job_name, ref, tags))
+        self.model_tags[(ref.name, ref.version)] = dict(tags)
         return ref
+
+    def set_model_tags(self, model: ModelRef, tags: dict[str, str]) -> None:
+        self._call("set_model_tags", model, dict(tags))
+        self.model_tags.setdefault((model.name, model.version), {}).update(tags)
+
+    def loss_history(self, job_name: str) -> LossHistory:
+        self._call("loss_history", job_name)
+        if job_name not in self.jobs:
+            return LossHistory()
+        return LossHistory(
+            train=[MetricPoint(step=s, value=round(3.0 / s, 4)) for s in range(1, 11)],
+            validation=[MetricPoint(step=s, value=round(3.2 / s, 4)) for s in (5, 10)],
+        )
+
+    def list_models(self, created_by: str) -> list[tuple[ModelRef, dict[str, str]]]:
+        self._call("list_models", created_by)
+        return [
+            (ModelRef(name=n, version=v), dict(t))
+            for (n, v), t in sorted(self.model_tags.items())
+            if t.get("created-by") == created_by and ModelRef(name=n, version=v) not in self.deleted_models
+        ]
+
+    def delete_model(self, model: ModelRef) -> None:
+        self._call("delete_model", model)
+        if model not in self.deleted_models:
+            self.deleted_models.append(model)
 
     # -- ServingBackend ------------------------------------------------------------------------
 
@@ -235,7 +275,47 @@ class FakeAzure:
             traffic=dict(ep.traffic),
             deployments=sorted(ep.deployments),
             scoring_uri=SCORING_URI,
+            tags=dict(ep.tags),
         )
+
+    def list_endpoints(self) -> list[EndpointInfo]:
+        self._call("list_endpoints")
+        return [
+            EndpointInfo(
+                name=ep.name,
+                state=ProvisioningState.SUCCEEDED,
+                traffic=dict(ep.traffic),
+                deployments=sorted(ep.deployments),
+                scoring_uri=SCORING_URI,
+                tags=dict(ep.tags),
+            )
+            for ep in sorted(self.endpoints.values(), key=lambda e: e.name)
+        ]
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
+        self._call("list_deployments", endpoint)
+        ep = self.endpoints.get(endpoint)
+        if ep is None:
+            return []
+        return [
+            DeploymentInfo(
+                name=name,
+                instance_type=d.spec.instance_type,
+                instance_count=d.spec.instance_count,
+                state=d.final if d.polls_left == 0 else ProvisioningState.CREATING,
+                tags=dict(d.spec.tags),
+            )
+            for name, d in sorted(ep.deployments.items())
+        ]
+
+    def update_endpoint_tags(self, name: str, tags: dict[str, str]) -> None:
+        self._call("update_endpoint_tags", name, dict(tags))
+        self.endpoints[name].tags.update(tags)
+
+    def delete_endpoint(self, name: str) -> None:
+        self._call("delete_endpoint", name)
+        if self.endpoints.pop(name, None) is not None:
+            self.deleted_endpoints.append(name)
 
     def begin_create_endpoint(self, name: str, tags: dict[str, str]) -> None:
         self._call("begin_create_endpoint", name, tags)
@@ -269,7 +349,30 @@ class FakeAzure:
         self.scored.append((endpoint, deployment, payload))
         if self.smoke_status != 200:
             return ScoreResult(ok=False, status_code=self.smoke_status, error="upstream error", latency_ms=12)
+        messages = payload["input_data"]["input_string"]  # type: ignore[index]
+        reference = self._reference(messages)
+        if reference is not None:  # an evaluation call: the prompt comes from a stored dataset
+            name = deployment or ""
+            status = next((c for prefix, c in self.eval_status.items() if name.startswith(prefix)), 200)
+            if status != 200:
+                return ScoreResult(ok=False, status_code=status, error="eval call failed", latency_ms=12)
+            if self.oracles and name.startswith(self.oracles):
+                return ScoreResult(ok=True, status_code=200, output=reference, latency_ms=12)
         return ScoreResult(ok=True, status_code=200, output=self.smoke_answer, latency_ms=12)
+
+    def _reference(self, messages: Any) -> str | None:
+        """The assistant turn that follows `messages` in a stored dataset, or None."""
+        import json
+
+        for data in self.blobs.values():
+            for line in data.splitlines():
+                try:
+                    turns = json.loads(line)["messages"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if turns[: len(messages)] == messages and len(turns) > len(messages):
+                    return str(turns[len(messages)]["content"])
+        return None
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> None:
         self._call("set_traffic", endpoint, dict(traffic))
@@ -298,6 +401,14 @@ class FakeAzure:
         redact.remember(SECRET_KEY)
         self.connections[name] = {"endpoint": SCORING_URI, "key": SECRET_KEY}
         return SCORING_URI
+
+    def connection_exists(self, name: str) -> bool:
+        self._call("connection_exists", name)
+        return name in self.connections
+
+    def delete_connection(self, name: str) -> None:
+        self._call("delete_connection", name)
+        self.connections.pop(name, None)
 
 
 def ultrachat_lines(n: int) -> bytes:

@@ -6,6 +6,7 @@ would go on the wire (including `_to_rest_object()` where that is cheap and offl
 
 from __future__ import annotations
 
+import copy
 import json
 import traceback
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 import backends.azureml as azml
 from backends.azureml import JOB_STATE_BY_STATUS, AzureMLBackend, build
 from backends.base import ConnectionStore, ServingBackend, TrainingBackend
+from core import scoring
 from core.models import (
     BlobRef,
     DeploymentSpec,
@@ -113,10 +115,14 @@ class FakeJobs:
 
 
 class FakeModels:
+    """ModelOperations on a workspace: `list()` lists containers, `list(name=)` active versions,
+    `archive` hides a version from `list` (ListViewType.ACTIVE_ONLY) but not from `get`."""
+
     def __init__(self) -> None:
         self.store: dict[tuple[str, str], Model] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.created: list[Model] = []
+        self.archived: set[tuple[str, str]] = set()
 
     def add(self, model: Model) -> Model:
         self.store[(str(model.name), str(model.version))] = model
@@ -133,8 +139,11 @@ class FakeModels:
 
     def list(self, name: str | None = None, stage: str | None = None, **kwargs: Any) -> list[Model]:
         self.calls.append(("list", {"name": name}))
-        found = [m for (n, _), m in self.store.items() if n == name]
-        if not found:
+        if name is None:  # containers, as Model._from_container_rest_object builds them
+            names = sorted({n for (n, _) in self.store})
+            return [Model(name=n, version=None) for n in names]
+        found = [m for (n, v), m in self.store.items() if n == name and (n, v) not in self.archived]
+        if not any(n == name for (n, _) in self.store):
             raise not_found(f"model container {name}")
         return found
 
@@ -144,29 +153,62 @@ class FakeModels:
         if model.version is None:
             versions = [int(v) for (n, v) in self.store if n == model.name]
             model.version = str(max(versions, default=0) + 1)
+        self.archived.discard((str(model.name), str(model.version)))  # the PUT sends is_archived=False
         return self.add(model)
+
+    def archive(self, name: str, version: str | None = None, label: str | None = None, **kwargs: Any) -> None:
+        self.calls.append(("archive", {"name": name, "version": version, "label": label}))
+        if (name, str(version)) not in self.store:
+            raise not_found(f"model {name}:{version}")
+        self.archived.add((name, str(version)))
 
 
 class FakeEndpoints:
+    """OnlineEndpointOperations. `get`/`list` hand out copies, like entities parsed from a response,
+    so a test sees the "service" state only change through `begin_create_or_update`/`begin_delete`."""
+
     def __init__(self) -> None:
         self.store: dict[str, ManagedOnlineEndpoint] = {}
         self.created: list[ManagedOnlineEndpoint] = []
         self.pollers: list[Poller] = []
+        self.deleted: list[str] = []
+        self.delete_pollers: list[Poller] = []
         self.key_reads = 0
 
-    def add(self, name: str, *, traffic: dict[str, int] | None = None, state: str = "Succeeded") -> None:
+    def add(
+        self,
+        name: str,
+        *,
+        traffic: dict[str, int] | None = None,
+        state: str = "Succeeded",
+        tags: dict[str, str] | None = None,
+    ) -> ManagedOnlineEndpoint:
         self.store[name] = ManagedOnlineEndpoint(
             name=name,
             auth_mode="key",
             traffic=traffic,
             scoring_uri=SCORING_URI,
             provisioning_state=state,
+            tags=tags,
         )
+        return self.store[name]
 
     def get(self, name: str, **kwargs: Any) -> ManagedOnlineEndpoint:
         if name not in self.store:
             raise not_found(f"endpoint {name}")
-        return self.store[name]
+        return copy.deepcopy(self.store[name])
+
+    def list(self, **kwargs: Any) -> list[ManagedOnlineEndpoint]:
+        return [copy.deepcopy(e) for e in self.store.values()]
+
+    def begin_delete(self, name: str | None = None, **kwargs: Any) -> Poller:
+        if name not in self.store:
+            raise not_found(f"endpoint {name}")
+        self.deleted.append(name)
+        self.store[name]._provisioning_state = "Deleting"  # the poller is not awaited
+        poller = Poller()
+        self.delete_pollers.append(poller)
+        return poller
 
     def get_keys(self, name: str) -> EndpointAuthKeys:
         self.get(name)
@@ -175,20 +217,38 @@ class FakeEndpoints:
 
     def begin_create_or_update(self, endpoint: ManagedOnlineEndpoint, **kwargs: Any) -> Poller:
         self.created.append(endpoint)
+        if endpoint.name in self.store:  # an update: the service now holds what was sent
+            self.store[str(endpoint.name)] = copy.deepcopy(endpoint)
         poller = Poller(endpoint)
         self.pollers.append(poller)
         return poller
 
 
 class FakeDeployments:
-    def __init__(self) -> None:
+    def __init__(self, endpoints: FakeEndpoints | None = None) -> None:
         self.store: dict[tuple[str, str], ManagedOnlineDeployment] = {}
         self.created: list[ManagedOnlineDeployment] = []
         self.deleted: list[dict[str, str]] = []
+        # When set, `list` answers 404 for an endpoint that is not there, as the REST list does.
+        self.endpoints = endpoints
 
-    def add(self, endpoint: str, name: str, state: str = "Succeeded") -> None:
+    def add(
+        self,
+        endpoint: str,
+        name: str,
+        state: str = "Succeeded",
+        *,
+        instance_type: str | None = None,
+        instance_count: int | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
         self.store[(endpoint, name)] = ManagedOnlineDeployment(
-            name=name, endpoint_name=endpoint, provisioning_state=state
+            name=name,
+            endpoint_name=endpoint,
+            provisioning_state=state,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            tags=tags,
         )
 
     def get(self, name: str, endpoint_name: str, **kwargs: Any) -> ManagedOnlineDeployment:
@@ -197,6 +257,8 @@ class FakeDeployments:
         return self.store[(endpoint_name, name)]
 
     def list(self, endpoint_name: str, **kwargs: Any) -> list[ManagedOnlineDeployment]:
+        if self.endpoints is not None and endpoint_name not in self.endpoints.store:
+            raise not_found(f"endpoint {endpoint_name}")
         return [d for (e, _), d in self.store.items() if e == endpoint_name]
 
     def begin_create_or_update(self, deployment: ManagedOnlineDeployment, **kwargs: Any) -> Poller:
@@ -213,10 +275,38 @@ class FakeDeployments:
 class FakeConnections:
     def __init__(self) -> None:
         self.written: list[WorkspaceConnection] = []
+        self.store: dict[str, WorkspaceConnection] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def create_or_update(self, connection: WorkspaceConnection, **kwargs: Any) -> WorkspaceConnection:
         self.written.append(connection)
+        self.store[str(connection.name)] = connection
         return connection
+
+    def get(self, name: str, **kwargs: Any) -> WorkspaceConnection:
+        self.calls.append(("get", {"name": name, **kwargs}))
+        if name not in self.store:
+            raise not_found(f"connection {name}")
+        return self.store[name]
+
+    def delete(self, name: str, **kwargs: Any) -> None:
+        self.calls.append(("delete", {"name": name, **kwargs}))
+        if name not in self.store:
+            raise not_found(f"connection {name}")
+        del self.store[name]
+
+
+class FakeWorkspaces:
+    def __init__(self) -> None:
+        self.calls: list[str | None] = []
+        self.mlflow_tracking_uri: str | None = (
+            "azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/sub-1/resourceGroups/rg-1"
+            "/providers/Microsoft.MachineLearningServices/workspaces/ws-1"
+        )
+
+    def get(self, name: str | None = None, **kwargs: Any) -> SimpleNamespace:
+        self.calls.append(name)
+        return SimpleNamespace(name=name, location="westeurope", mlflow_tracking_uri=self.mlflow_tracking_uri)
 
 
 class FakeMLClient:
@@ -224,8 +314,9 @@ class FakeMLClient:
         self.jobs = FakeJobs()
         self.models = FakeModels()
         self.online_endpoints = FakeEndpoints()
-        self.online_deployments = FakeDeployments()
+        self.online_deployments = FakeDeployments(self.online_endpoints)
         self.connections = FakeConnections()
+        self.workspaces = FakeWorkspaces()
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -868,7 +959,7 @@ def test_score_output_is_truncated(settings: Settings, ml: FakeMLClient) -> None
         "ep", "green", PAYLOAD
     )
     assert result.output is not None
-    assert len(result.output) == azml.MAX_OUTPUT_CHARS
+    assert len(result.output) == scoring.MAX_OUTPUT_CHARS  # the shared scoring call truncates
     assert result.output.startswith("aaa")
 
 

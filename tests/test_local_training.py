@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -85,11 +85,21 @@ class Dataset:
     validation: BlobRef
 
 
-@pytest.fixture(scope="module")
-def dataset(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dataset]:
-    """60 conversations, split 48/12, uploaded to a fresh Azurite container."""
+# What the session-scoped fixtures below built, by (fixture, Azurite location). A test module that
+# imports these fixtures (tests/test_local_guardrails.py) gets fixture definitions of its own, which
+# pytest runs once more: they find the result here instead of uploading or training again.
+_SESSION: dict[tuple[str, str], Any] = {}
+
+
+@pytest.fixture(scope="session")
+def dataset(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """60 conversations, split 48/12, uploaded once per session to a fresh Azurite container (which
+    goes away with the session's Azurite)."""
     from backends.blob_store import BlobDatasetStore
 
+    key = ("dataset", str(azurite.location))
+    if key in _SESSION:
+        return _SESSION[key]
     rows = conversations(60)
     folder = tmp_path_factory.mktemp("dataset")
     container = f"test-{uuid.uuid4().hex[:16]}"
@@ -100,8 +110,8 @@ def dataset(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Itera
             path = folder / f"{name}.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in part))
             refs.append(store.upload(path, BlobRef(container=container, name=f"chats/{name}.jsonl")))
-        yield Dataset(train=refs[0], validation=refs[1])
-        store.service.delete_container(container)
+    _SESSION[key] = Dataset(train=refs[0], validation=refs[1])
+    return _SESSION[key]
 
 
 def make_settings(azurite: Azurite, run_dir: Path, max_steps: int) -> Settings:
@@ -195,8 +205,13 @@ class Trained:
     wall_s: float
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(azurite: Azurite, dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """One job trained to completion per session, in its own run dir. Shared: tests register models
+    under names of their own and leave the job's MLflow run alone."""
+    key = ("trained", str(azurite.location))
+    if key in _SESSION:
+        return _SESSION[key]
     backend = LocalTraining(make_settings(azurite, tmp_path_factory.mktemp("run"), TRAIN_STEPS))
     spec = make_spec(backend, dataset, "ft-test-finetune", num_train_epochs=3, per_device_train_batch_size=2)
     started = time.monotonic()
@@ -204,7 +219,8 @@ def trained(azurite: Azurite, dataset: Dataset, tmp_path_factory: pytest.TempPat
     submitted = time.monotonic() - started
     assert submitted < 2.0, f"submit_finetune must not wait for training ({submitted:.1f} s)"
     info = wait_for(backend, spec.job_name, lambda i: i.state.terminal, "finished")
-    return Trained(backend, spec, info, time.monotonic() - started)
+    _SESSION[key] = Trained(backend, spec, info, time.monotonic() - started)
+    return _SESSION[key]
 
 
 def test_job_completes_and_reports_progress(trained: Trained) -> None:
