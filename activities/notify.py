@@ -11,10 +11,14 @@ import logging
 from typing import Any
 
 from activities.blueprint import Payload, activity
+from core.models import Delivery
 from core.notify import cloud_event, deliver, event_type_for
 from core.settings import get_settings
 
 log = logging.getLogger("activities.notify")
+
+
+UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 
 
 @activity
@@ -23,13 +27,28 @@ def notify(payload: Payload) -> dict[str, Any]:
     event = cloud_event(
         event_type_for(payload["outcome"]), payload["subject"], payload["data"], time=payload["time"]
     )
-    delivery = deliver(
-        settings.NOTIFY_WEBHOOK_URL,
-        event,
-        settings.NOTIFY_WEBHOOK_SECRET,
-        attempts=settings.NOTIFY_ATTEMPTS,
-        first_backoff_s=settings.NOTIFY_FIRST_BACKOFF_S,
-    )
+    url, secret = settings.NOTIFY_WEBHOOK_URL, settings.NOTIFY_WEBHOOK_SECRET
+    # A Key Vault reference the platform could not resolve reaches the app as its own text.
+    unresolved = [
+        name
+        for name, value in (("NOTIFY_WEBHOOK_URL", url), ("NOTIFY_WEBHOOK_SECRET", secret))
+        if value and value.startswith(UNRESOLVED_REFERENCE)
+    ]
+    if unresolved:
+        delivery = Delivery(
+            event_type=event["type"],
+            event_id=event["id"],
+            delivered=False,
+            error=f"{' and '.join(unresolved)}: Key Vault reference unresolved (no secret or no access)",
+        )
+    else:
+        delivery = deliver(
+            url,
+            event,
+            secret,
+            attempts=settings.NOTIFY_ATTEMPTS,
+            first_backoff_s=settings.NOTIFY_FIRST_BACKOFF_S,
+        )
     if not delivery.delivered and not delivery.skipped:
         log.warning(
             "event %s (%s) not delivered after %d attempt(s): %s",

@@ -202,7 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", parents=[common], help="print an instance's durable status")
     st.add_argument("instance_id")
     st.add_argument("--history", action="store_true")
-    sub.add_parser("demo", parents=[common], help="the whole pipeline on the sample dataset, end to end")
+    demo = sub.add_parser(
+        "demo", parents=[common], help="the whole pipeline on the sample dataset, end to end"
+    )
+    demo.add_argument(
+        "--single-run",
+        action="store_true",
+        help="stop after the first run (skip the second upload that shows the gate comparing two models)",
+    )
     up_ = sub.add_parser(
         "upload", parents=[common], help="upload a JSONL dataset to the running host (starts a run)"
     )

@@ -21,6 +21,8 @@ OFFLINE_DEFAULTS = {
     # The tiny model needs a few passes over the sample to answer recognisably (~10 s of CPU).
     "NUM_TRAIN_EPOCHS": "3",
     "LOCAL_MAX_STEPS": "720",
+    # The cost guard's sweep (timer trigger): every minute offline, so a short TTL is visible.
+    "ENDPOINT_SWEEP_SCHEDULE": "0 * * * * *",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_OFFLINE": "1",
     "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",

@@ -3,8 +3,10 @@
 Starts Azurite and the dev host (the same function_app.py), uploads the sample dataset to the
 datasets container — which fires the blob trigger exactly as in Azure — follows the durable
 status until the run ends, prints the run summary, asks the Prompt flow flow a question through
-the connection the run wrote, writes a run report (summary + loss curve), and stops what it
-started.
+the connection the run wrote, prints the evaluation gate's scores and copies the run report
+(summary.json, loss.png, report.md) the pipeline wrote next to the dataset. Then it uploads the
+same data again: the second run has a live deployment to beat, so the gate compares two models
+(`--single-run` skips it). Finally it stops what it started.
 """
 
 from __future__ import annotations
@@ -98,6 +100,35 @@ def ask_flow(question: str, env: dict[str, str]) -> str:
         return out
 
 
+def say_scores(summary: dict[str, Any]) -> None:
+    ev = summary.get("evaluation")
+    if not ev:
+        say("demo: evaluation gate: off")
+        return
+    live = ev.get("live")
+    live_text = f"{live['score']:.4f} ({live['deployment']})" if live else "none (first deployment)"
+    verdict = "promoted" if ev["passed"] else "rejected"
+    say(
+        f"demo: evaluation on {ev['sample_size']} held-out examples ({ev['metric']}): "
+        f"new {ev['new']['score']:.4f} ({ev['new']['deployment']}), live {live_text} → {verdict}"
+    )
+
+
+def fetch_report(connection_string: str, summary: dict[str, Any], run_dir: Path) -> Path:
+    """Copy the run report the pipeline wrote next to the dataset into `run_dir/reports/<id>/`."""
+    from azure.storage.blob import BlobServiceClient
+
+    container, _, prefix = str(summary.get("report") or "").partition("/")
+    dest = run_dir / "reports" / str(summary.get("instance_id"))
+    dest.mkdir(parents=True, exist_ok=True)
+    if not prefix:
+        return dest
+    client = BlobServiceClient.from_connection_string(connection_string).get_container_client(container)
+    for blob in client.list_blobs(name_starts_with=prefix):
+        (dest / blob.name.rsplit("/", 1)[-1]).write_bytes(client.download_blob(blob.name).readall())
+    return dest
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from devhost.__main__ import down, stop_process, wait_ready
     from localml.paths import RunPaths
@@ -144,10 +175,22 @@ def run_demo(args: argparse.Namespace) -> int:
         answered_s = time.monotonic() - uploaded_at
         say(f"demo: answer: {answer}")
 
-        from devhost.report import write_report
-
-        report = write_report(paths, summary)
-        say(f"demo: report written to {report}")
+        say_scores(summary)
+        report = fetch_report(store.connection_string, summary, run_dir)
+        say(f"demo: run report {summary.get('report')} (copied to {report})")
+        if not args.single_run:
+            # A second upload of the same data: this run has a live deployment to beat, so the
+            # evaluation gate compares two models (promote, or reject and leave traffic alone).
+            name2 = name.replace(".jsonl", "-retrain.jsonl")
+            dataset2 = upload_file(store.connection_string, env["DATASETS_CONTAINER"], name2)
+            run2 = instance_id(dataset2)
+            say(f"demo: uploaded it again as {dataset2.path} → run {run2} (new model vs the live one)")
+            status2 = follow(base_url, run2, time.monotonic(), timeout_s=900)
+            summary2 = status2.get("output") or {}
+            say(f"demo: second run ended {summary2.get('status')}: {summary2.get('reason') or 'ok'}")
+            say_scores(summary2)
+            report2 = fetch_report(store.connection_string, summary2, run_dir)
+            say(f"demo: run report {summary2.get('report')} (copied to {report2})")
         say(
             f"demo: timings: orchestration running {status['_seen_running_s']:.1f}s after upload; "
             f"first answer {answered_s:.1f}s after upload; total {time.monotonic() - t0:.1f}s"

@@ -72,7 +72,9 @@ def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def _parse_field(text: str, name: str, lo: int, hi: int, names: tuple[str, ...]) -> tuple[int, ...]:
+def _parse_field(text: str, lo: int, hi: int, names: tuple[str, ...]) -> tuple[int, ...]:
+    """The sorted values one NCRONTAB field allows (NCrontab's syntax; a reversed range is swapped)."""
+
     def value(token: str) -> int:
         if token.isascii() and token.isdigit():
             v = int(token)
@@ -131,7 +133,7 @@ class CronSchedule:
         parsed = []
         for text, (name, lo, hi, names) in zip(parts, FIELDS, strict=True):
             try:
-                parsed.append(_parse_field(text, name, lo, hi, names))
+                parsed.append(_parse_field(text, lo, hi, names))
             except ValueError as exc:
                 raise ValueError(
                     f"invalid NCRONTAB schedule {expression!r}: {name} field {text!r}: {exc}"

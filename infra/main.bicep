@@ -150,6 +150,43 @@ param maxTokens int = 4096
 @description('VALIDATION_MAX_ERRORS listed per file.')
 param validationMaxErrors int = 50
 
+@minValue(0)
+@description('EVAL_SAMPLE_SIZE: held-out validation prompts the new and the live deployment both answer before traffic moves; 0 turns the evaluation gate off.')
+param evalSampleSize int = 50
+
+@minValue(1)
+@description('EVAL_BATCH_SIZE: prompts per scoring activity.')
+param evalBatchSize int = 10
+
+@minValue(1)
+@description('EVAL_MAX_PARALLEL: scoring activities in flight at once.')
+param evalMaxParallel int = 4
+
+@description('EVAL_TOLERANCE: promote only if new score >= live score - this (decimal, as text).')
+param evalTolerance string = '0.02'
+
+@description('EVAL_FLOOR: promote only if new score >= this, 0 to 1 (decimal, as text).')
+param evalFloor string = '0.0'
+
+@description('ENDPOINT_TTL_HOURS: endpoints the app creates are tagged expires_at = deploy time + this and deleted by the sweep once expired (decimal, as text, > 0). Empty = never expire (an empty app setting reads as unset).')
+param endpointTtlHours string = ''
+
+@description('ENDPOINT_SWEEP_SCHEDULE: NCRONTAB schedule (6 fields, seconds first, UTC) of the timer that deletes expired endpoints.')
+param endpointSweepSchedule string = '0 */30 * * * *'
+
+@description('Name of the Key Vault secret (in the deployment\'s vault, output KEY_VAULT_NAME) holding NOTIFY_WEBHOOK_URL, the completion-event webhook (it may carry a token). Empty = no completion events. The value itself is never a parameter: see NOTIFY_SECRET_COMMAND.')
+param notifyWebhookUrlSecretName string = ''
+
+@description('Name of the Key Vault secret holding NOTIFY_WEBHOOK_SECRET, the HMAC-SHA256 signing key of the completion events. Empty = unsigned events.')
+param notifyWebhookSecretName string = ''
+
+@minValue(1)
+@description('NOTIFY_ATTEMPTS: webhook delivery tries per event.')
+param notifyAttempts int = 5
+
+@description('NOTIFY_FIRST_BACKOFF_S: first delay between webhook tries, doubling after (seconds, decimal, as text).')
+param notifyFirstBackoffSeconds string = '2.0'
+
 // ---- names ------------------------------------------------------------------------------------
 
 var token = toLower(uniqueString(subscription().id, environmentName, location))
@@ -250,8 +287,26 @@ module roles 'modules/roles.bicep' = {
     containerRegistryName: aiHub.outputs.containerRegistryName
     projectName: aiHub.outputs.projectName
     appInsightsName: monitoring.outputs.appInsightsName
+    keyVaultName: aiHub.outputs.keyVaultName
   }
 }
+
+// Secrets the app reads go through Key Vault references, never template values: the setting holds
+// `@Microsoft.KeyVault(VaultName=<vault>;SecretName=<name>)` and the platform resolves it with the
+// app's user-assigned identity (keyVaultReferenceIdentity in modules/functionapp.bicep; Key Vault
+// Secrets User on the vault in modules/roles.bicep). The vault is the hub's (RBAC authorization).
+// To turn completion events on, store the values, then deploy with the secret names:
+//   az keyvault secret set --vault-name <KEY_VAULT_NAME> --name notify-webhook-url --value '<https URL>'
+//   az keyvault secret set --vault-name <KEY_VAULT_NAME> --name notify-webhook-secret --value '<signing key>'
+// and provision again with the parameters notifyWebhookUrlSecretName=notify-webhook-url and
+// notifyWebhookSecretName=notify-webhook-secret (the secret names, never the values).
+// (setting a secret needs Key Vault Secrets Officer on the vault: principalId gets it). A reference
+// the platform cannot resolve (missing secret, role not yet propagated) reaches the app as the
+// literal `@Microsoft.KeyVault(...)` text; the app's Key Vault references page in the portal shows
+// why. The platform re-reads unversioned secrets within 24 hours, or at once on an app restart.
+var keyVaultName = aiHub.outputs.keyVaultName
+var notifyWebhookUrlReference = empty(notifyWebhookUrlSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${notifyWebhookUrlSecretName})'
+var notifyWebhookSecretReference = empty(notifyWebhookSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${notifyWebhookSecretName})'
 
 // The app's own settings: exactly the fields of core/settings.py's Settings that matter in Azure
 // (tests/test_infra.py keeps this in sync both ways). Values are strings, as app settings are.
@@ -299,6 +354,20 @@ var appSettings = {
   SPLIT_SEED: string(splitSeed)
   MAX_TOKENS: string(maxTokens)
   VALIDATION_MAX_ERRORS: string(validationMaxErrors)
+  EVAL_SAMPLE_SIZE: string(evalSampleSize)
+  EVAL_BATCH_SIZE: string(evalBatchSize)
+  EVAL_MAX_PARALLEL: string(evalMaxParallel)
+  EVAL_TOLERANCE: evalTolerance
+  EVAL_FLOOR: evalFloor
+  // Empty = unset (Settings ignores empty values): endpoints never expire.
+  ENDPOINT_TTL_HOURS: endpointTtlHours
+  // The sweep's timer trigger reads it as %ENDPOINT_SWEEP_SCHEDULE%.
+  ENDPOINT_SWEEP_SCHEDULE: endpointSweepSchedule
+  // Key Vault references (or empty = off), never the values: see notifyWebhookUrlReference above.
+  NOTIFY_WEBHOOK_URL: notifyWebhookUrlReference
+  NOTIFY_WEBHOOK_SECRET: notifyWebhookSecretReference
+  NOTIFY_ATTEMPTS: string(notifyAttempts)
+  NOTIFY_FIRST_BACKOFF_S: notifyFirstBackoffSeconds
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -318,7 +387,8 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     appSettings: appSettings
   }
-  // The host starts as soon as the app exists: its storage and App Insights roles must be in place.
+  // The host starts as soon as the app exists: its storage and App Insights roles must be in place,
+  // and Key Vault Secrets User for the Key Vault references it resolves at start.
   dependsOn: [
     roles
   ]
@@ -341,6 +411,12 @@ output AI_PROJECT_NAME string = aiHub.outputs.projectName
 output CONNECTION_NAME string = connectionName
 output ENDPOINT_NAME string = endpointName
 output TASK_HUB_NAME string = taskHubName
+
+@description('Key Vault (RBAC) the app reads its secrets from through Key Vault references: NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET.')
+output KEY_VAULT_NAME string = aiHub.outputs.keyVaultName
+
+@description('Stores the completion-event signing key (needs Key Vault Secrets Officer, given to principalId); then deploy with notifyWebhookSecretName=notify-webhook-secret. The same for the URL: --name notify-webhook-url, notifyWebhookUrlSecretName=notify-webhook-url.')
+output NOTIFY_SECRET_COMMAND string = 'az keyvault secret set --vault-name ${aiHub.outputs.keyVaultName} --name notify-webhook-secret --value <signing key>'
 
 @description('Uploading a .jsonl here starts a run (needs Storage Blob Data Contributor, given to principalId).')
 output UPLOAD_COMMAND string = 'az storage blob upload --auth-mode login --account-name ${storage.outputs.datasetsAccountName} -c ${datasetsContainerName} -n <folder>/<name>.jsonl -f <local file>.jsonl'

@@ -320,7 +320,7 @@ class FakeAzure:
     def begin_create_endpoint(self, name: str, tags: dict[str, str]) -> None:
         self._call("begin_create_endpoint", name, tags)
         self.endpoints.setdefault(
-            name, FakeEndpoint(name=name, polls_left=self.provisioning_polls, tags=tags)
+            name, FakeEndpoint(name=name, polls_left=self.provisioning_polls, tags=dict(tags))
         )
 
     def begin_create_deployment(self, spec: DeploymentSpec) -> None:

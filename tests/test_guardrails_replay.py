@@ -23,7 +23,7 @@ from core.names import ORCHESTRATOR, SWEEPER
 from core.naming import APP_TAG
 from core.settings import get_settings
 from tests.fakes import SECRET_KEY, FakeAzure, FakeEndpoint
-from tests.replay import T0, WHEN_ALL, Replayer, RunResult
+from tests.replay import T0, WHEN_ALL, Replayer, RunResult, flatten
 
 RUN_ID = "ft-0123456789abcdef"
 ENDPOINT = "phi3-ft-endpoint"
@@ -179,7 +179,12 @@ def test_scoring_runs_in_bounded_batches(orchestrator_handler, activity_function
     assert sorted((b["deployment"], b["batch"]) for b in batches) == sorted(
         (d, b) for d in (NEW, "blue-live") for b in range(4)
     )
-    fan_outs = [a for s in result.steps for a in s.new_actions if a["actionType"] == WHEN_ALL]
+    fan_outs = [
+        a
+        for s in result.steps
+        for a in s.new_actions
+        if a["actionType"] == WHEN_ALL and {f.get("functionName") for f in flatten([a])} == {"evaluate_batch"}
+    ]
     assert [len(a["compoundActions"]) for a in fan_outs] == [2, 2, 2, 2]  # max_parallel 2
     assert result.output["evaluation"]["new"]["examples"] == 10
     # the run's history stays small: a few events per batch, not per example

@@ -6,7 +6,8 @@
 - The Bicep is parsed with pycep-parser (the parser checkov itself uses) and the Function App's
   app settings are compared with `core.settings.Settings`: the app's own setting names are exactly
   `Settings.model_fields - OFFLINE_ONLY` (no drift either way), their defaults agree, every
-  connection is identity-based and no value looks like a secret.
+  connection is identity-based and no value looks like a secret; the app's own secrets
+  (KEY_VAULT_REFERENCES) are Key Vault references resolved as the app identity, never values.
 - Shape checks: module files, Event Grid filter (against the real blob trigger and
   `core.naming.is_dataset_blob`), Flex Consumption / Python 3.11 / user-assigned identity, storage
   hardening, role assignments (ids, scopes, a comment each), outputs the README's next steps use,
@@ -64,6 +65,33 @@ OFFLINE_ONLY = {
     "DatasetsStorage__blobServiceUri",
 }
 
+# Sensitive Settings fields (repr=False) that Azure gives the app as Key Vault references:
+# setting -> main.bicep parameter naming the secret in the deployment's vault. The app setting is
+# `empty(<param>) ? '' : '@Microsoft.KeyVault(VaultName=...;SecretName=${<param>})'`, so its
+# default ('' = unset = None) comes from the secret-name parameter, and the value itself is never a
+# template parameter, a literal or a deployment output.
+KEY_VAULT_REFERENCES = {
+    "NOTIFY_WEBHOOK_URL": "notifyWebhookUrlSecretName",  # may carry a token
+    "NOTIFY_WEBHOOK_SECRET": "notifyWebhookSecretName",  # the HMAC signing key
+}
+# App settings the template derives from the deployment itself (resource names, the identity, the
+# subscription) or fixes for Azure, so no parameter default to compare with Settings.
+DEPLOYMENT_DERIVED = {
+    "BACKEND",
+    "DatasetsStorage__accountName",
+    "DatasetsStorage__credential",
+    "DatasetsStorage__clientId",
+    "AZURE_SUBSCRIPTION_ID",
+    "AZURE_RESOURCE_GROUP",
+    "AZUREML_WORKSPACE",
+    "AI_PROJECT_NAME",
+    "AZURE_CLIENT_ID",
+    "AZUREML_DATASTORE",
+}
+KEY_VAULT_REFERENCE = re.compile(
+    r"@Microsoft\.KeyVault\(VaultName=\$\{keyVaultName\};SecretName=\$\{(\w+)\}\)"
+)
+
 # Names owned by the Functions host / platform, not by core/settings.py.
 HOST_OWNED_PREFIXES = (
     "FUNCTIONS_",
@@ -120,6 +148,8 @@ ROLE_IDS = {
     "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
     "AzureML Data Scientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
 }
 # (role, scope symbol in roles.bicep; "resourceGroup" = no scope) for the app's identity.
 REQUIRED_APP_ROLES = {
@@ -131,6 +161,7 @@ REQUIRED_APP_ROLES = {
     ("Storage Queue Data Contributor", "hostStorage"),
     ("Storage Table Data Contributor", "hostStorage"),
     ("Storage Blob Data Contributor", "datasets"),
+    ("Key Vault Secrets User", "keyVault"),  # resolves KEY_VAULT_REFERENCES
 }
 
 SKIP_COMMENT = re.compile(r"checkov:skip=([A-Za-z0-9_\-]+)(?::(.*))?$")
@@ -361,6 +392,9 @@ def test_no_app_setting_value_looks_like_a_secret():
     for path in _bicep_files():
         for name, output in _bicep(_rel(path)).get("outputs", {}).items():
             assert not _looks_secret(output["value"]), f"{_rel(path)}: output {name} looks like a secret"
+        # App settings may name a variable (the Key Vault references do): no variable computes a key.
+        for name, var in _bicep(_rel(path)).get("variables", {}).items():
+            assert not _looks_secret(var["value"]), f"{_rel(path)}: var {name} looks like a secret"
 
 
 def test_secret_detector_flags_key_based_values():
@@ -374,13 +408,17 @@ def test_secret_detector_flags_key_based_values():
           B: listKeys(a.id, '2023-05-01').keys[0].value
           C: a.listAccountSas('2023-05-01', {}).accountSasToken
           D: 'managedidentity'
+          E: '@Microsoft.KeyVault(VaultName=${a.name};SecretName=notify-webhook-secret)'
+          F: empty(n) ? '' : '@Microsoft.KeyVault(VaultName=kv;SecretName=${n})'
+          G: a.listKeys().keys[0].value
         }
         """
     )
     result = _run_pycep(texts={"snippet": snippet})["texts"]["snippet"]
     assert result["ok"], result.get("error")
     values = result["json"]["variables"]["s"]["value"]
-    assert [k for k, v in values.items() if _looks_secret(v)] == ["A", "B", "C"]
+    # A Key Vault reference names a secret, it is not one (E, F); listKeys still is, however called.
+    assert [k for k, v in values.items() if _looks_secret(v)] == ["A", "B", "C", "G"]
 
 
 def _param_default(params: dict[str, Any], value: Any) -> tuple[bool, Any]:
@@ -397,11 +435,23 @@ def _param_default(params: dict[str, Any], value: Any) -> tuple[bool, Any]:
 def test_app_setting_defaults_match_settings_defaults():
     main = _bicep("main.bicep")
     params = main["parameters"]
+    # An empty app setting reads as unset, so a '' parameter default means the Settings default None
+    # (ENDPOINT_TTL_HOURS, BASE_MODEL_VERSION, ...).
+    assert Settings.model_config.get("env_ignore_empty") is True
     compared = 0
     for name, value in main["variables"]["appSettings"]["value"].items():
+        if name in KEY_VAULT_REFERENCES:
+            # '' unless a secret name is given: the default is unset, as in Settings.
+            # (The expression itself: test_app_secrets_are_key_vault_references.)
+            assert Settings.model_fields[name].default is None, name
+            assert params[KEY_VAULT_REFERENCES[name]].get("default") == "", name
+            compared += 1
+            continue
         is_param, default = _param_default(params, value)
         if not is_param:
+            assert name in DEPLOYMENT_DERIVED, f"{name}: not a parameter, so add one (or list it as derived)"
             continue
+        assert name not in DEPLOYMENT_DERIVED, f"{name} is a parameter: drop it from DEPLOYMENT_DERIVED"
         want = Settings.model_fields[name].default
         if want is None:
             assert default == "", f"{name}: Bicep default {default!r}, Settings default None (use '')"
@@ -411,6 +461,88 @@ def test_app_setting_defaults_match_settings_defaults():
             assert type(want)(default) == want, f"{name}: Bicep {default!r} != Settings {want!r}"
         compared += 1
     assert compared >= 25
+    assert not DEPLOYMENT_DERIVED - set(main["variables"]["appSettings"]["value"]), "stale DEPLOYMENT_DERIVED"
+
+
+def _resolve_variable(module: dict[str, Any], value: Any) -> Any:
+    """The value of a variable reference (one level), else the value itself."""
+    if isinstance(value, str) and value in module.get("variables", {}):
+        return module["variables"][value]["value"]
+    return value
+
+
+def test_app_secrets_are_key_vault_references():
+    main = _bicep("main.bicep")
+    params, app = main["parameters"], main["variables"]["appSettings"]["value"]
+    # Every sensitive Settings field is either kept out of Azure or a Key Vault reference there.
+    sensitive = {n for n, f in Settings.model_fields.items() if f.repr is False}
+    assert sensitive - OFFLINE_ONLY == set(KEY_VAULT_REFERENCES)
+    for name, secret_param in KEY_VAULT_REFERENCES.items():
+        node = _resolve_variable(main, app[name])
+        empty = {"function": {"type": "empty", "parameters": {"item_to_test": secret_param}}}
+        reference = f"@Microsoft.KeyVault(VaultName=${{keyVaultName}};SecretName=${{{secret_param}}})"
+        assert node == {
+            "operator": {
+                "type": "conditional",
+                "operands": {"condition": empty, "true_value": "", "false_value": reference},
+            }
+        }, f"{name} must be '' or a Key Vault reference naming the secret {secret_param}"
+        assert "@Microsoft.KeyVault(" in reference
+        assert KEY_VAULT_REFERENCE.fullmatch(reference).group(1) == secret_param
+        assert not _looks_secret(reference)
+        # The parameter is a secret's name, defaulting to off; no parameter carries the value.
+        assert params[secret_param]["type"] == "string" and params[secret_param].get("default") == ""
+    value_params = {p for p in params if "notifywebhook" in p.lower() and not p.endswith("SecretName")}
+    assert value_params == set(), f"parameters that would carry a secret value: {value_params}"
+    parameters_json = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    for secret_param in KEY_VAULT_REFERENCES.values():
+        if secret_param in parameters_json:  # azd may map the name, never a literal secret
+            assert re.fullmatch(r"\$\{[A-Z_]+(?:=[\w-]*)?\}", parameters_json[secret_param]["value"])
+    # The vault in the references is the deployment's (the hub's), the one the role is granted on.
+    hub_vault = _ref("aiHub", "outputs", "keyVaultName")
+    assert main["variables"]["keyVaultName"]["value"] == hub_vault
+    assert main["modules"]["roles"]["config"]["params"]["keyVaultName"] == hub_vault
+    assert _bicep("modules/aihub.bicep")["outputs"]["keyVaultName"]["value"] == _ref("keyVault", "name")
+    outputs = main["outputs"]
+    assert outputs["KEY_VAULT_NAME"]["value"] == hub_vault
+    assert outputs["NOTIFY_SECRET_COMMAND"]["value"].startswith(
+        "az keyvault secret set --vault-name ${aiHub.outputs.keyVaultName} --name notify-webhook-secret "
+    )
+    # Text level too (what the fallback parser would see).
+    text = _text("main.bicep")
+    literal = _object_literal_keys(text, "appSettings")
+    for name, secret_param in KEY_VAULT_REFERENCES.items():
+        line = re.search(rf"^var {re.escape(literal[name])} = (.*)$", text, re.MULTILINE)
+        assert line and KEY_VAULT_REFERENCE.search(line.group(1)).group(1) == secret_param, name
+
+
+def test_app_identity_resolves_key_vault_references():
+    # The vault authorizes with RBAC (no access policies) ...
+    vault = _bicep("modules/aihub.bicep")["resources"]["keyVault"]["config"]["properties"]
+    assert vault["enableRbacAuthorization"] is True
+    assert "accessPolicies" not in vault
+    # ... the app's identity holds Key Vault Secrets User on it ...
+    roles = _bicep("modules/roles.bicep")
+    assert roles["resources"]["keyVault"]["existing"]
+    assert roles["resources"]["keyVault"]["config"]["name"] == "keyVaultName"
+    assignments = _role_assignments().values()
+    user = [a for a in assignments if a["role_id"] == ROLE_IDS["Key Vault Secrets User"]]
+    assert [(a["principal"], a["scope"]) for a in user] == [("appPrincipalId", "keyVault")]
+    # ... (and the deployer, when known, may store the secrets) ...
+    officer = [a for a in assignments if a["role_id"] == ROLE_IDS["Key Vault Secrets Officer"]]
+    assert [(a["principal"], a["scope"]) for a in officer] == [("deployerPrincipalId", "keyVault")]
+    # ... the site resolves references as that identity (it has no system-assigned one) ...
+    main = _bicep("main.bicep")
+    site = _bicep("modules/functionapp.bicep")["resources"]["functionApp"]["config"]
+    assert site["identity"]["type"] == "UserAssigned"
+    assert site["identity"]["userAssignedIdentities"] == {"'${identityId}'": {}}
+    assert site["properties"]["keyVaultReferenceIdentity"] == "identityId"
+    app_module = main["modules"]["functionApp"]["config"]
+    assert app_module["params"]["identityId"] == _ref("identity", "outputs", "id")
+    roles_params = main["modules"]["roles"]["config"]["params"]
+    assert roles_params["appPrincipalId"] == _ref("identity", "outputs", "principalId")
+    # ... and only once the role exists (references resolve when the host starts).
+    assert "roles" in app_module["dependsOn"]
 
 
 # ------------------------------------------------------------------ files, parameters, azd
@@ -597,6 +729,8 @@ def test_role_assignments_grant_what_the_readme_table_says():
         "acrPull": ROLE_IDS["AcrPull"],
         "azureMLDataScientist": ROLE_IDS["AzureML Data Scientist"],
         "monitoringMetricsPublisher": ROLE_IDS["Monitoring Metrics Publisher"],
+        "keyVaultSecretsUser": ROLE_IDS["Key Vault Secrets User"],
+        "keyVaultSecretsOfficer": ROLE_IDS["Key Vault Secrets Officer"],
     }
     names = {v: k for k, v in ROLE_IDS.items()}
     app = [a for a in _role_assignments().values() if a["principal"] == "appPrincipalId"]

@@ -77,9 +77,12 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   }
 }
 
+// The hub's Key Vault, also the app's: the Function App reads NOTIFY_WEBHOOK_URL and
+// NOTIFY_WEBHOOK_SECRET from it through Key Vault references (main.bicep). RBAC authorization, no
+// access policies: the app identity holds Key Vault Secrets User on it (roles.bicep).
 resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109:No VNet in this template: Azure ML and AI Studio reach the vault over its public endpoint; access is Entra ID + RBAC only.
-  // checkov:skip=CKV_AZURE_110:Purge protection would keep the vault name reserved after `azd down` for the retention period, so the same environment could not be provisioned again; the vault holds only workspace-managed secrets (connection keys) that the pipeline rewrites on every run.
+  // checkov:skip=CKV_AZURE_110:Purge protection would keep the vault name reserved after `azd down` for the retention period, so the same environment could not be provisioned again; the vault holds workspace-managed secrets (connection keys) that the pipeline rewrites on every run, and the optional completion-webhook URL and signing key, which the user sets again with az keyvault secret set (main.bicep).
   // checkov:skip=CKV_AZURE_189:Same as CKV_AZURE_109: public endpoint needed without private networking.
   // checkov:skip=CKV_AZURE_42:Recoverable here means soft delete AND purge protection; soft delete is on (7 days), purge protection is off for the reason given for CKV_AZURE_110.
   name: keyVaultName
@@ -201,4 +204,5 @@ output projectId string = project.id
 output projectPrincipalId string = project.identity.principalId
 output storageAccountName string = storage.name
 output containerRegistryName string = registry.name
+output keyVaultName string = keyVault.name
 output datastoreName string = datastore.name

@@ -1,6 +1,8 @@
 // The Function App: Flex Consumption (FC1, Linux), Python 3.11, running as the user-assigned
 // identity. Every connection is identity-based; no app setting holds a key or a connection string
-// built from one (tests/test_infra.py checks both).
+// built from one (tests/test_infra.py checks both). Secrets the app itself reads (the completion
+// webhook's URL and signing key) are Key Vault references, resolved as the same identity
+// (keyVaultReferenceIdentity below; Key Vault Secrets User in roles.bicep).
 //
 // App settings (siteConfig.appSettings) = `hostSettings` below + `appSettings` from main.bicep (the
 // app's own settings, read by core/settings.py). Flex Consumption rejects FUNCTIONS_WORKER_RUNTIME,
@@ -111,6 +113,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
+    // `@Microsoft.KeyVault(...)` app settings resolve as the user-assigned identity (the default would
+    // be a system-assigned identity, which this app does not have).
     keyVaultReferenceIdentity: identityId
     functionAppConfig: {
       deployment: {

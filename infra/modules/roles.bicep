@@ -25,6 +25,9 @@ param containerRegistryName string
 param projectName string
 param appInsightsName string
 
+@description('Key Vault (RBAC authorization) holding the secrets the app reads through Key Vault references.')
+param keyVaultName string
+
 // Built-in role definition ids.
 var roleIds = {
   contributor: 'b24988ac-6180-42a0-ab88-20f7382dd24c' // Contributor
@@ -36,6 +39,8 @@ var roleIds = {
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d' // AcrPull
   azureMLDataScientist: 'f6c7c914-8db3-469d-8ca1-694a8f32e121' // AzureML Data Scientist
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
 }
 
 resource datasets 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -60,6 +65,10 @@ resource project 'Microsoft.MachineLearningServices/workspaces@2024-10-01' exist
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
+}
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
 }
 
 // ---- the seed's assignments (scenario 1, "添加角色分配") -------------------------------------
@@ -201,6 +210,22 @@ resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
+// Key Vault Secrets User on the vault: the platform resolves the app settings NOTIFY_WEBHOOK_URL and
+// NOTIFY_WEBHOOK_SECRET (`@Microsoft.KeyVault(...)` references) as this identity
+// (keyVaultReferenceIdentity), and the vault uses RBAC authorization, so without a data-plane role
+// the references stay unresolved. Read-only (get/list secrets); vault scope because the secrets are
+// created by the user after deployment and a role on a secret needs the secret to exist.
+resource appSecretsUserOnVault 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, appPrincipalId, roleIds.keyVaultSecretsUser)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsUser)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Resolve Key Vault references: NOTIFY_WEBHOOK_URL, NOTIFY_WEBHOOK_SECRET'
+  }
+}
+
 // Storage Blob Data Reader on the datasets account for the project's own identity: the project
 // datastore (AZUREML_DATASTORE) has no stored credentials and its service-side access (studio data
 // preview, job data mounting when no user identity is passed) runs as the workspace identity.
@@ -226,5 +251,19 @@ resource deployerBlobContributorOnDatasets 'Microsoft.Authorization/roleAssignme
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
     description: 'Upload datasets with az storage blob upload --auth-mode login'
+  }
+}
+
+// Key Vault Secrets Officer on the vault for the person running azd: storing the webhook URL and
+// signing key (`az keyvault secret set`, main.bicep) is a data-plane write, which an RBAC vault
+// grants only through a Key Vault data role (Owner/Contributor on the subscription do not).
+resource deployerSecretsOfficerOnVault 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(keyVault.id, deployerPrincipalId, roleIds.keyVaultSecretsOfficer)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsOfficer)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    description: 'Store the completion-webhook secrets with az keyvault secret set'
   }
 }
