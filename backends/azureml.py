@@ -11,8 +11,9 @@ Rules kept here:
   orchestrator retries activities.
 - Endpoint keys are read inside `score` and `publish_connection`, registered with `core.redact`,
   never logged, returned or put in an exception message.
-- Loss curves come from MLflow (`loss_history`); `mlflow` is imported there and only there, so the
-  rest of the backend needs neither mlflow-skinny nor the azureml-mlflow plugin.
+- Loss curves come from the workspace's MLflow service (`loss_history`) through mlflow-skinny's own
+  RestStore and an AAD token from the backend's credential, not the azureml-mlflow plugin (whose
+  pins clash with requirements.txt); `mlflow` is imported there and only there.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import ast
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from importlib.metadata import entry_points
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from azure.ai.ml import MLClient
@@ -159,9 +160,146 @@ def _mlflow_not_found(exc: BaseException) -> bool:
     return getattr(exc, "error_code", None) == _MLFLOW_NOT_FOUND
 
 
-def _tracking_store_plugins() -> set[str]:
-    """URI schemes that installed MLflow plugins register tracking stores for (azureml-mlflow: "azureml")."""
-    return {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+# The workspace's MLflow REST service, as azureml-mlflow 1.62 reaches it
+# (AzureMLAbstractRestStore.get_host_credentials, azureml/mlflow/_store/azureml_reststore.py:45-78):
+# "https://" + the tracking URI's host + "/mlflow/v2.0" (its choice for MLflow 2.x and 3.x clients; the
+# "/mlflow/v1.0" the workspace reports is the MLflow 1.x API) + the workspace's ARM id, under which
+# RestStore appends "/api/2.0/mlflow/<endpoint>". The bearer token is an ARM token: the plugin asks for
+# the cloud's resource manager + "/.default" (_common/_cloud/cloud.py:63-64; AzureCloud:
+# https://management.azure.com/), the scope of Azure/azureml-examples' using_mlflow_rest_api notebook.
+AZUREML_MLFLOW_API = "/mlflow/v2.0"
+AZUREML_MLFLOW_SCOPE = "https://management.azure.com/.default"
+_AZUREML_TRACKING_PATH = re.compile(
+    r"^/mlflow/v[0-9.]+/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)/?$",
+    re.IGNORECASE,
+)
+_T = TypeVar("_T")
+
+
+def azureml_tracking_base(tracking_uri: str) -> str:
+    """The https REST base of a workspace's `azureml://` MLflow tracking URI; any other URI unchanged.
+
+    `azureml://<host>/mlflow/v1.0/subscriptions/<sub>/resourceGroups/<rg>/providers/
+    Microsoft.MachineLearningServices/workspaces/<ws>[?...]` becomes `https://<host>` +
+    AZUREML_MLFLOW_API + `/subscriptions/<sub>/.../workspaces/<ws>` (the query, e.g. a bare "?", is
+    dropped). ValueError for an `azureml://` URI that names no workspace (an artifact or registry URI).
+    """
+    parts = urlsplit(tracking_uri)
+    if parts.scheme.lower() != "azureml":
+        return tracking_uri
+    match = _AZUREML_TRACKING_PATH.match(parts.path)
+    if not parts.hostname or match is None:
+        raise ValueError(f"not an Azure ML workspace tracking URI: azureml://{parts.netloc}{parts.path}")
+    return (
+        f"https://{parts.netloc}{AZUREML_MLFLOW_API}/subscriptions/{match['sub']}"
+        f"/resourceGroups/{match['rg']}/providers/Microsoft.MachineLearningServices/workspaces/{match['ws']}"
+    )
+
+
+class AzureMLHostCreds:
+    """RestStore's `get_host_creds` for the workspace: the REST base and a fresh AAD token.
+
+    RestStore calls it once per request, so an expired token is never reused (azure-identity
+    credentials cache the token and renew it shortly before it expires). The token is registered
+    with core.redact and kept nowhere here: not in an attribute, a log line or the repr.
+    """
+
+    def __init__(self, host: str, credential: Any) -> None:
+        self.host = host
+        self._credential = credential
+
+    def __call__(self) -> Any:
+        from mlflow.utils.rest_utils import MlflowHostCreds
+
+        token = self._credential.get_token(AZUREML_MLFLOW_SCOPE).token
+        redact.remember(token)
+        return MlflowHostCreds(host=self.host, token=token)
+
+    def __repr__(self) -> str:
+        return f"AzureMLHostCreds(host={self.host!r})"
+
+
+def _rest_store_client(base: str, get_host_creds: Callable[[], Any]) -> MlflowTrackingClient:
+    """An `MlflowClient` whose tracking store is mlflow's own RestStore on `get_host_creds`.
+
+    MlflowClient resolves its store from the URI scheme on every call (TrackingServiceClient.store
+    -> the tracking-store registry); no store for "azureml" exists without the plugin, and the
+    "https" one reads a static token from the environment. So the client is built for the https
+    base (no request is made) and its TrackingServiceClient is swapped for one whose `store` is ours:
+    per client, with no global registry entry (that one would be cached per URI for the process and
+    would shadow an installed azureml-mlflow). Pinned by the local-server test.
+    """
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    store = RestStore(get_host_creds)
+
+    class _RestTrackingService(TrackingServiceClient):
+        @property
+        def store(self) -> Any:
+            return store
+
+    client = MlflowClient(tracking_uri=base)
+    client._tracking_client = _RestTrackingService(base)
+    return _ScrubbedMlflowClient(client)
+
+
+def _scrubbed_error(exc: Exception) -> Exception:
+    """A fresh exception saying what `exc` says, scrubbed (core.redact) and capped; an
+    MlflowException keeps its error code, so "run not found" still reads as such."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ErrorCode
+
+    message = redact.shorten(str(exc), MAX_ERROR_CHARS)
+    if isinstance(exc, MlflowException):
+        try:
+            code = ErrorCode.Value(exc.error_code)
+        except ValueError:
+            code = ErrorCode.Value("INTERNAL_ERROR")
+        return MlflowException(message, error_code=code)
+    if isinstance(exc, OSError):  # requests' RequestException, socket errors
+        return ConnectionError(f"MLflow tracking server unreachable: {message}")
+    return RuntimeError(f"{type(exc).__name__}: {message}")
+
+
+def _scrubbed_call(call: Callable[[], _T]) -> _T:
+    """`call()`, re-raising a failure as `_scrubbed_error` outside the `except` block: mlflow raises
+    a failed request's MlflowException inside its own `except` (rest_utils.http_request), so that
+    exception's context is the `requests` error whose PreparedRequest holds the Authorization header."""
+    try:
+        return call()
+    except Exception as e:
+        error = _scrubbed_error(e)
+    raise error
+
+
+class _ScrubbedMlflowClient:
+    """The MlflowTrackingClient reads of an MlflowClient, failures scrubbed (`_scrubbed_call`)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get_run(self, run_id: str) -> Any:
+        return _scrubbed_call(lambda: self._client.get_run(run_id))
+
+    def search_runs(
+        self,
+        experiment_ids: list[str],
+        filter_string: str = "",
+        *,
+        max_results: int = MLFLOW_PAGE_SIZE,
+        page_token: str | None = None,
+    ) -> Any:
+        return _scrubbed_call(
+            lambda: self._client.search_runs(
+                experiment_ids, filter_string, max_results=max_results, page_token=page_token
+            )
+        )
+
+    def get_metric_history(self, run_id: str, key: str) -> Any:
+        return _scrubbed_call(lambda: self._client.get_metric_history(run_id, key))
 
 
 def _points(history: Iterable[Any]) -> list[MetricPoint]:
@@ -843,24 +981,22 @@ class AzureMLBackend:
         return self._mlflow_tracking_uri
 
     def _mlflow_client(self, tracking_uri: str) -> MlflowTrackingClient:
-        """An `MlflowClient` for `tracking_uri` (tests replace this method with a fake).
+        """An MLflow client for `tracking_uri` (tests replace this method with a fake).
 
-        `azureml://` URIs need the azureml-mlflow plugin (it registers the "azureml" tracking store
-        and authenticates with azure-identity); without it MLflow fails with an unhelpful
-        "unsupported URI" error, so say what to install instead.
+        The workspace's `azureml://` URI is read without the azureml-mlflow plugin: mlflow's
+        RestStore on its https REST base (`azureml_tracking_base`), with an ARM token from the
+        backend's credential fetched per request (`AzureMLHostCreds`) and failures scrubbed of it.
+        Any other URI (a local store, a plain MLflow server) goes to `MlflowClient` as it is.
         """
         try:
             from mlflow.tracking import MlflowClient
         except ImportError as e:
-            raise RuntimeError("loss_history needs the mlflow-skinny and azureml-mlflow packages") from e
-        scheme = tracking_uri.split(":", 1)[0].lower()
-        if scheme == "azureml" and scheme not in _tracking_store_plugins():
-            raise RuntimeError(
-                "the workspace's azureml:// MLflow tracking URI needs the azureml-mlflow plugin "
-                "(pip install azureml-mlflow) next to mlflow-skinny"
-            )
-        client: MlflowTrackingClient = MlflowClient(tracking_uri=tracking_uri)
-        return client
+            raise RuntimeError("loss_history needs the mlflow-skinny package") from e
+        if urlsplit(tracking_uri).scheme.lower() != "azureml":
+            client: MlflowTrackingClient = MlflowClient(tracking_uri=tracking_uri)
+            return client
+        base = azureml_tracking_base(tracking_uri)
+        return _rest_store_client(base, AzureMLHostCreds(base, self._cred()))
 
     def _job_runs(self, client: MlflowTrackingClient, job_name: str) -> list[Any]:
         """The job's run, then its descendants (by start time); [] if the job has no MLflow run."""

@@ -4,7 +4,9 @@ tagging and deletion, connection checks) against the recording SDK fakes of test
 The entities handed to and returned by the fakes are the real azure-ai-ml 1.35 ones; where it is
 cheap and offline the assertions look at the REST body the SDK would send (`_to_rest_*`).
 Loss history runs against a fake MLflow client shaped like `mlflow.tracking.MlflowClient`, against
-real `mlflow.entities` when mlflow is installed, and end to end against a local SQLite MLflow store.
+real `mlflow.entities` when mlflow is installed, end to end against a local SQLite MLflow store, and
+through the real Azure path (azureml:// URI -> https REST base, RestStore, a fake AAD credential)
+against a local HTTP server speaking the few MLflow REST 2.0 endpoints it calls.
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from azure.ai.ml.entities import (
@@ -23,10 +28,12 @@ from azure.ai.ml.entities import (
     ManagedOnlineEndpoint,
     Model,
 )
+from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 import backends.azureml as azml
 from backends.azureml import AzureMLBackend
+from core import redact
 from core.models import DeploymentInfo, EndpointInfo, LossHistory, MetricPoint, ModelRef, ProvisioningState
 from core.naming import APP_TAG, CREATED_BY_TAG
 from core.settings import Settings
@@ -816,9 +823,305 @@ def test_loss_history_end_to_end_on_a_local_mlflow_store(
     assert backend.loss_history("ft-0000000000000000") == LossHistory()  # no such run
 
 
-def test_mlflow_client_for_azureml_uri_needs_the_plugin(backend: AzureMLBackend) -> None:
+# --------------------------------------------------------------------------- loss_history (Azure ML REST)
+
+WS_PATH = (
+    "/subscriptions/sub-1/resourceGroups/rg-1/providers/Microsoft.MachineLearningServices/workspaces/ws-1"
+)
+WS_URI = f"azureml://westeurope.api.azureml.ms/mlflow/v1.0{WS_PATH}"  # what FakeWorkspaces reports
+
+
+@pytest.mark.parametrize(
+    ("uri", "base"),
+    [
+        (WS_URI, f"https://westeurope.api.azureml.ms/mlflow/v2.0{WS_PATH}"),
+        (  # as older SDKs print it, with an empty query
+            "azureml://eastus2.api.azureml.ms/mlflow/v1.0/subscriptions/0b9c6d4e-1f2a-4c3b-9d8e-7f6a5b4c3d2e"
+            "/resourceGroups/MY_RESOURCE_GROUP/providers/Microsoft.MachineLearningServices/workspaces/MLops-Test?",
+            "https://eastus2.api.azureml.ms/mlflow/v2.0/subscriptions/0b9c6d4e-1f2a-4c3b-9d8e-7f6a5b4c3d2e"
+            "/resourceGroups/MY_RESOURCE_GROUP/providers/Microsoft.MachineLearningServices/workspaces/MLops-Test",
+        ),
+        (  # a private-link workspace host, a query and a trailing slash
+            "azureml://7f1e2d3c-aaaa-bbbb-cccc-0123456789ab.workspace.swedencentral.api.azureml.ms/mlflow/v1.0"
+            "/subscriptions/sub-1/resourceGroups/rg.ml-1/providers/Microsoft.MachineLearningServices"
+            "/workspaces/phi3-ws/?is-remote=True",
+            "https://7f1e2d3c-aaaa-bbbb-cccc-0123456789ab.workspace.swedencentral.api.azureml.ms/mlflow/v2.0"
+            "/subscriptions/sub-1/resourceGroups/rg.ml-1/providers/Microsoft.MachineLearningServices"
+            "/workspaces/phi3-ws",
+        ),
+        (  # ARM ids are case-insensitive; the base is spelled canonically
+            "AzureML://westus3.api.azureml.ms/mlflow/v2.0/subscriptions/s/resourcegroups/r"
+            "/providers/microsoft.machinelearningservices/workspaces/w",
+            "https://westus3.api.azureml.ms/mlflow/v2.0/subscriptions/s/resourceGroups/r"
+            "/providers/Microsoft.MachineLearningServices/workspaces/w",
+        ),
+    ],
+)
+def test_azureml_tracking_uri_becomes_the_https_rest_base(uri: str, base: str) -> None:
+    assert azml.azureml_tracking_base(uri) == base
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:////tmp/mlflow.db",
+        "file:///tmp/mlruns",
+        "http://127.0.0.1:5000",
+        f"https://westeurope.api.azureml.ms/mlflow/v1.0{WS_PATH}",
+        "databricks",
+    ],
+)
+def test_other_tracking_uris_pass_through_unchanged(uri: str) -> None:
+    assert azml.azureml_tracking_base(uri) == uri
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "azureml://experiments/phi3/runs/ft-1/artifacts",  # an artifact URI
+        "azureml://westeurope.api.azureml.ms/mlflow/v2.0/subscriptions/s/resourceGroups/r"
+        "/providers/Microsoft.MachineLearningServices/registries/azureml",  # a registry URI
+        f"azureml:///mlflow/v1.0{WS_PATH}",  # no host
+    ],
+)
+def test_azureml_uris_without_a_workspace_are_refused(uri: str) -> None:
+    with pytest.raises(ValueError, match="not an Azure ML workspace tracking URI"):
+        azml.azureml_tracking_base(uri)
+
+
+class FakeCredential:
+    """azure-identity's TokenCredential.get_token: a new token per call, the scopes recorded."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, ...]] = []
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken(f"fake-aad-token-{len(self.scopes)}", 4102444800)
+
+
+def test_host_creds_ask_for_an_arm_token_per_request() -> None:
     pytest.importorskip("mlflow")
-    if "azureml" in azml._tracking_store_plugins():
-        pytest.skip("azureml-mlflow is installed")
-    with pytest.raises(RuntimeError, match="azureml-mlflow"):
-        backend._mlflow_client("azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/sub-1")
+    base = azml.azureml_tracking_base(WS_URI)
+    cred = FakeCredential()
+    get_host_creds = azml.AzureMLHostCreds(base, cred)
+    assert cred.scopes == []  # nothing fetched up front
+
+    first, second = get_host_creds(), get_host_creds()
+
+    assert cred.scopes == [("https://management.azure.com/.default",)] * 2
+    assert (first.host, first.token) == (base, "fake-aad-token-1")
+    assert (second.host, second.token) == (base, "fake-aad-token-2")
+    assert "fake-aad-token" not in repr(get_host_creds)
+    assert "fake-aad-token-2" not in redact.scrub("echoed: fake-aad-token-2")
+
+
+class MlflowRestServer:
+    """Just enough of the MLflow REST API 2.0, under the workspace's /mlflow/v2.0 prefix, for the
+    three calls RestStore makes here: GET runs/get, POST runs/search, GET metrics/get-history
+    (mlflow RestStore._METHOD_TO_INFO). Search and metric history answer one and two items a page.
+    `echo_auth` makes every answer a 403 that repeats the Authorization header (a leaky server)."""
+
+    PREFIX = f"/mlflow/v2.0{WS_PATH}/api/2.0/mlflow/"
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.histories: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, endpoint, Authorization)
+        self.echo_auth = False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.handle(self, dict(parse_qsl(urlsplit(self.path).query)))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                server.handle(self, json.loads(self.rfile.read(length) or b"{}"))
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01})
+
+    def add_run(
+        self, run_id: str, tags: dict[str, str], start: int, **histories: list[tuple[int, float]]
+    ) -> None:
+        self.runs[run_id] = {
+            "info": {
+                "run_id": run_id,
+                "run_uuid": run_id,
+                "experiment_id": "7",
+                "user_id": "azureml",
+                "status": "FINISHED",
+                "start_time": start,
+                "end_time": start + 1,
+                "lifecycle_stage": "active",
+            },
+            "data": {
+                "metrics": [
+                    {"key": k, "value": points[-1][1], "timestamp": 1, "step": points[-1][0]}
+                    for k, points in histories.items()
+                ],
+                "tags": [{"key": k, "value": v} for k, v in tags.items()],
+            },
+        }
+        for key, points in histories.items():
+            self.histories[(run_id, key)] = [
+                {"key": key, "value": value, "timestamp": i, "step": step}
+                for i, (step, value) in enumerate(points)
+            ]
+
+    def handle(self, h: BaseHTTPRequestHandler, args: dict[str, Any]) -> None:
+        path = urlsplit(h.path).path
+        auth = h.headers.get("Authorization")
+        endpoint = path.removeprefix(self.PREFIX)
+        self.requests.append((h.command, endpoint, auth))  # anything outside PREFIX keeps its full path
+        if endpoint == path:
+            return self.reply(h, 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": path})
+        if self.echo_auth:
+            return self.reply(h, 403, {"error_code": "PERMISSION_DENIED", "message": f"bad token {auth}"})
+        if (h.command, endpoint) == ("GET", "runs/get"):
+            found = self.runs.get(args["run_id"])
+            if found is None:
+                return self.reply(h, 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no run"})
+            return self.reply(h, 200, {"run": found})
+        if (h.command, endpoint) == ("POST", "runs/search"):
+            match = re.fullmatch(r"tags\.mlflow\.rootRunId = '([^']+)'", args["filter"])
+            assert match and args["experiment_ids"] == ["7"], args
+            hits = [
+                r
+                for r in self.runs.values()
+                if {"key": "mlflow.rootRunId", "value": match[1]} in r["data"]["tags"]
+            ]
+            return self.reply(h, 200, self.page("runs", hits, args.get("page_token"), 1))
+        if (h.command, endpoint) == ("GET", "metrics/get-history"):
+            points = self.histories.get((args["run_id"], args["metric_key"]), [])
+            return self.reply(h, 200, self.page("metrics", points, args.get("page_token"), 2))
+        return self.reply(h, 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": endpoint})
+
+    @staticmethod
+    def page(field: str, items: list[Any], token: str | None, size: int) -> dict[str, Any]:
+        start = int(token or 0)
+        body: dict[str, Any] = {field: items[start : start + size]}
+        if start + size < len(items):
+            body["next_page_token"] = str(start + size)
+        return body
+
+    @staticmethod
+    def reply(h: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+
+@pytest.fixture
+def mlflow_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowRestServer]:
+    pytest.importorskip("mlflow")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused connection fails at once
+    server = MlflowRestServer()
+    server.thread.start()
+    # The real conversion, then the https host swapped for the local http server.
+    to_base = azml.azureml_tracking_base
+    monkeypatch.setattr(
+        azml,
+        "azureml_tracking_base",
+        lambda uri: to_base(uri).replace("https://westeurope.api.azureml.ms", server.url),
+    )
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+    server.thread.join()
+
+
+@pytest.fixture
+def credential(backend: AzureMLBackend, monkeypatch: pytest.MonkeyPatch) -> FakeCredential:
+    cred = FakeCredential()
+    monkeypatch.setattr(backend, "_cred", lambda: cred)
+    return cred
+
+
+def test_loss_history_over_the_workspace_rest_api_with_an_aad_token(
+    backend: AzureMLBackend, ml: FakeMLClient, mlflow_server: MlflowRestServer, credential: FakeCredential
+) -> None:
+    """The real `_mlflow_client` on the workspace's azureml:// URI: MlflowClient + RestStore against
+    a local server, no azureml-mlflow; every request carries a token minted for it."""
+    assert ml.workspaces.mlflow_tracking_uri == WS_URI
+    root = {"mlflow.rootRunId": JOB}
+    mlflow_server.add_run(JOB, {}, start=1)
+    mlflow_server.add_run("sub", {**root, "mlflow.parentRunId": JOB}, start=2)
+    mlflow_server.add_run(
+        "finetune",
+        {**root, "mlflow.parentRunId": "sub"},
+        start=3,
+        loss=[(20, 1.5), (10, 2.5), (40, 0.7), (30, 1.0)],
+        train_loss=[(40, 1.6)],
+        eval_loss=[(40, 1.1), (20, 1.8)],
+    )
+    mlflow_server.add_run("stray", {"mlflow.rootRunId": "ft-other"}, start=4, loss=[(1, 9.0), (2, 8.0)])
+
+    history = backend.loss_history(JOB)
+
+    assert history == LossHistory(
+        train=[
+            MetricPoint(step=10, value=2.5),
+            MetricPoint(step=20, value=1.5),
+            MetricPoint(step=30, value=1.0),
+            MetricPoint(step=40, value=0.7),
+        ],
+        validation=[MetricPoint(step=20, value=1.8), MetricPoint(step=40, value=1.1)],
+    )
+    calls = [(method, endpoint) for method, endpoint, _ in mlflow_server.requests]
+    assert calls == [
+        ("GET", "runs/get"),
+        ("POST", "runs/search"),  # two matching runs, one a page
+        ("POST", "runs/search"),
+        ("GET", "metrics/get-history"),  # train_loss: one point
+        ("GET", "metrics/get-history"),  # loss: four points, two a page
+        ("GET", "metrics/get-history"),
+        ("GET", "metrics/get-history"),  # eval_loss
+    ]
+    n = len(calls)
+    assert [auth for _, _, auth in mlflow_server.requests] == [
+        f"Bearer fake-aad-token-{i}" for i in range(1, n + 1)
+    ]
+    assert credential.scopes == [(azml.AZUREML_MLFLOW_SCOPE,)] * n
+
+    assert backend.loss_history("ft-0000000000000000") == LossHistory()  # 404 RESOURCE_DOES_NOT_EXIST
+
+
+def test_mlflow_failures_carry_no_token(
+    backend: AzureMLBackend, mlflow_server: MlflowRestServer, credential: FakeCredential
+) -> None:
+    from mlflow.exceptions import MlflowException
+
+    mlflow_server.echo_auth = True
+    with pytest.raises(MlflowException) as denied:
+        backend.loss_history(JOB)
+    assert denied.value.error_code == "PERMISSION_DENIED"
+    assert "fake-aad-token" not in str(denied.value)
+    assert (denied.value.__cause__, denied.value.__context__) == (None, None)
+
+    # A refused connection: mlflow raises inside its `except`, its context the requests error
+    # whose PreparedRequest holds the Authorization header; none of that chain comes out.
+    mlflow_server.httpd.shutdown()
+    mlflow_server.httpd.server_close()
+    with pytest.raises(MlflowException) as refused:
+        backend.loss_history(JOB)
+    assert "fake-aad-token" not in str(refused.value)
+    assert (refused.value.__cause__, refused.value.__context__) == (None, None)
+
+
+def test_mlflow_client_for_another_uri_is_a_plain_mlflow_client(backend: AzureMLBackend) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    client = backend._mlflow_client("http://127.0.0.1:5000")  # no request is made
+    assert isinstance(client, MlflowClient)

@@ -59,7 +59,7 @@ def test_preflight_failure_submits_nothing(orchestrator_handler, activity_functi
         "endpoint_owner: endpoint phi3-ft-endpoint exists and was not created by this app",
     ]
     assert azure.count("submit_finetune") == 0 and azure.jobs == {}
-    assert result.activity_names == ["validate_dataset", "preflight"]
+    assert result.activity_names == ["validate_dataset", "preflight", "notify"]  # the event, no report
 
 
 def test_dry_run_returns_a_plan_and_creates_nothing(orchestrator_handler, activity_functions, azure):

@@ -22,9 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
+from core import notify
 from core.models import BlobRef
-from core.naming import instance_id, is_dataset_blob
+from core.naming import APP_TAG, instance_id, is_dataset_blob
 from core.settings import Settings
 from devhost import azurite
 from devhost.__main__ import down, wait_ready
@@ -33,6 +35,46 @@ from localml.paths import RunPaths
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "chats.jsonl"
 RUN_TIMEOUT_S = 300
+WEBHOOK_SECRET = "e2e-webhook-secret-7f3a"
+
+
+class Webhook:
+    """A real HTTP receiver for the completion events (CloudEvents, HMAC-signed)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        events: list[tuple[dict[str, str], bytes]] = []
+        self.events = events
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                events.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of(self, subject: str) -> list[dict[str, Any]]:
+        """The verified events about `subject` (a bad signature fails the test)."""
+        out = []
+        for headers, body in list(self.events):
+            assert notify.verify(body, WEBHOOK_SECRET, headers[notify.SIGNATURE_HEADER.lower()])
+            event = json.loads(body)
+            if event["subject"] == subject:
+                out.append(event)
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def free_port() -> int:
@@ -44,8 +86,9 @@ def free_port() -> int:
 class DevHost:
     """The dev host as a separate process that a test can kill -9 and restart."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, webhook: Webhook) -> None:
         self.run_dir = run_dir
+        self.webhook = webhook
         self.port, self.azurite_port = free_port(), free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -56,6 +99,9 @@ class DevHost:
             **promptflow_env(RunPaths.at(run_dir)),
             "LOCAL_MAX_STEPS": "150",  # enough to learn the sample's words, quick on 2 cores
             "NUM_TRAIN_EPOCHS": "1",
+            "NOTIFY_WEBHOOK_URL": webhook.url,
+            "NOTIFY_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "NOTIFY_FIRST_BACKOFF_S": "0.2",
         }
         self.env.pop("BACKEND", None)  # the tests' conftest sets BACKEND for in-process code
         self.env.pop("DatasetsStorage", None)
@@ -97,6 +143,12 @@ class DevHost:
         path = self.run_dir / "upload.jsonl"
         path.write_bytes(SAMPLE.read_bytes() if data is None else data)
         return BlobDatasetStore(service).upload(path, BlobRef(container="datasets", name=name))
+
+    def blob(self, name: str) -> bytes:
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(self.connection_string)
+        return service.get_container_client("datasets").download_blob(name).readall()
 
     def blob_names(self) -> list[str]:
         from azure.storage.blob import BlobServiceClient
@@ -141,7 +193,8 @@ def at_step(*steps: str) -> Callable[[dict[str, Any]], bool]:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory) -> Iterator[DevHost]:
     run_dir = tmp_path_factory.mktemp("run")
-    h = DevHost(run_dir)
+    webhook = Webhook()
+    h = DevHost(run_dir, webhook)
     h.start()
     try:
         yield h
@@ -152,6 +205,7 @@ def host(tmp_path_factory) -> Iterator[DevHost]:
             h.stop()
         finally:
             down(argparse.Namespace(run_dir=str(run_dir)))
+            webhook.close()
 
 
 def pf_subprocess(host: DevHost, *args: str) -> str:
@@ -193,10 +247,37 @@ def test_upload_to_answer(host: DevHost):
     text = json.loads(answer[answer.index("{") :])["answer"]
     assert isinstance(text, str) and text.strip()  # sampled from the tiny model: any non-empty text
 
-    # The secret never reached the durable history.
+    # The evaluation gate scored the new deployment on 50 of the 60 held-out examples (first
+    # deployment: the floor alone decides) and tagged the registered version.
+    ev = out["evaluation"]
+    assert ev["sample_size"] == 50 and ev["new"]["examples"] == 50 and ev["live"] is None
+    assert 0.0 <= ev["new"]["score"] <= 1.0 and ev["passed"] is True
+    assert (
+        version.tags["eval-score"] == f"{ev['new']['score']:.4f}" if "eval-score" in version.tags else False
+    )
+
+    # The run report sits next to the dataset; its PNG decodes.
+    assert out["report"] == f"datasets/e2e/reports/{run_id}/"
+    png = host.run_dir / "loss.png"
+    png.write_bytes(host.blob(f"e2e/reports/{run_id}/loss.png"))
+    with Image.open(png) as image:
+        image.verify()
+    with Image.open(png) as image:
+        assert image.size == (800, 450)
+    report = host.blob(f"e2e/reports/{run_id}/report.md").decode()
+    assert run_id in report and out["deployment"] in report and "Worst examples" in report
+    assert json.loads(host.blob(f"e2e/reports/{run_id}/summary.json"))["loss"]["train"]
+
+    # One signed completion event reached the webhook, with the summary.
+    [event] = host.webhook.of(run_id)
+    assert event["type"] == "run.completed" and event["data"]["status"] == "completed"
+    assert out["notification"]["delivered"] is True
+
+    # The secrets never reached the durable history.
     hist = httpx.get(f"{host.base_url}/runtime/webhooks/durabletask/instances/{run_id}?showHistory=true").text
     key_file = next((host.run_dir / "serving").rglob("key"))
     assert key_file.read_text().strip() not in hist
+    assert WEBHOOK_SECRET not in hist and host.webhook.url not in hist
 
 
 def _jobs(host: DevHost) -> list[str]:
@@ -296,3 +377,21 @@ def test_duplicate_starts_of_one_blob_version(host: DevHost):
     ).fetchone()[0]
     assert all(count == 1 and state == "done" for _, count, state in receipts), receipts
     assert runs == sum(1 for name, _, _ in receipts if is_dataset_blob(name))  # split outputs start nothing
+
+
+def test_expired_endpoint_is_swept(host: DevHost):
+    """Last, as it deletes the endpoint the tests above deployed: once its expires_at has passed,
+    a sweep (the timer's orchestration, started on demand here) deletes it and says so."""
+    from localml.serving import LocalServing
+
+    serving = LocalServing(Settings(BACKEND="local", LOCAL_RUN_DIR=str(host.run_dir)))
+    assert serving.get_endpoint("phi3-ft-endpoint").tags["created-by"] == APP_TAG
+    serving.update_endpoint_tags("phi3-ft-endpoint", {"expires_at": "2020-01-01T00:00:00Z"})
+    resp = httpx.post(f"{host.base_url}/api/sweep", timeout=30)
+    assert resp.status_code == 202, resp.text
+    sweep_id = resp.json()["id"]
+    body = host.wait(sweep_id, finished)
+    assert body["output"]["deleted"] == ["phi3-ft-endpoint"], body
+    assert serving.get_endpoint("phi3-ft-endpoint").state.value == "NotFound"
+    [event] = host.webhook.of("phi3-ft-endpoint")
+    assert event["type"] == "endpoint.expired" and event["data"]["expires_at"] == "2020-01-01T00:00:00Z"

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -35,13 +35,6 @@ def replay(handler: Any, activities: dict[str, Any], input_: dict[str, Any], **k
     return Replayer(handler, activities, name=ORCHESTRATOR, instance_id=RUN_ID, input_=input_, **kw).run()
 
 
-@pytest.fixture
-def world() -> Iterator[dict[str, Any]]:
-    """A FakeAzure the test configures before use: world["fake"] = FakeAzure(...)."""
-    holder: dict[str, Any] = {}
-    yield holder
-
-
 def use(fake: FakeAzure) -> Any:
     return registry.use(fake.backends())
 
@@ -62,7 +55,9 @@ def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 # --- evaluation gate ----------------------------------------------------------------------------
 
 
-def test_first_deployment_passes_the_default_floor(orchestrator_handler, activity_functions, azure, make_input):
+def test_first_deployment_passes_the_default_floor(
+    orchestrator_handler, activity_functions, azure, make_input
+):
     result = replay(orchestrator_handler, activity_functions, make_input())
     out = result.output
     assert out["status"] == "completed", out
@@ -91,7 +86,9 @@ def test_first_deployment_passes_the_default_floor(orchestrator_handler, activit
     assert evaluated_status and evaluated_status[-1]["new_score"] == ev["new"]["score"]
 
 
-def test_first_deployment_below_the_floor_is_rejected(orchestrator_handler, activity_functions, azure, make_input):
+def test_first_deployment_below_the_floor_is_rejected(
+    orchestrator_handler, activity_functions, azure, make_input
+):
     result = replay(
         orchestrator_handler, activity_functions, make_input(evaluation=EvaluationPolicy(floor=0.9))
     )
@@ -131,7 +128,9 @@ def test_better_new_model_is_promoted(orchestrator_handler, activity_functions, 
     assert by_deployment["blue-live"] == by_deployment[NEW][1:]  # NEW also got the smoke test
 
 
-def test_worse_new_model_is_rejected_and_traffic_untouched(orchestrator_handler, activity_functions, settings):
+def test_worse_new_model_is_rejected_and_traffic_untouched(
+    orchestrator_handler, activity_functions, settings
+):
     fake = _with_live(FakeAzure(oracles=("blue",)))  # the live deployment answers perfectly
     with use(fake):
         result = replay(orchestrator_handler, activity_functions, _input(fake, settings))
@@ -192,17 +191,20 @@ def test_scoring_runs_in_bounded_batches(orchestrator_handler, activity_function
 
 
 def test_gate_off_with_sample_size_zero(orchestrator_handler, activity_functions, azure, make_input):
-    result = replay(orchestrator_handler, activity_functions, make_input(evaluation=EvaluationPolicy(sample_size=0)))
+    result = replay(
+        orchestrator_handler, activity_functions, make_input(evaluation=EvaluationPolicy(sample_size=0))
+    )
     assert result.output["status"] == "completed" and result.output["evaluation"] is None
     assert "evaluate_batch" not in result.activity_names
 
 
-def _input(fake: FakeAzure, settings: Any, **config: Any) -> dict[str, Any]:
+def _input(fake: FakeAzure, settings: Any, lines: bytes | None = None, **config: Any) -> dict[str, Any]:
+    """A run input for a FakeAzure other than the `azure` fixture's (as conftest's make_input)."""
     from core.models import RunRequest
     from orchestrators.state import RunInput
     from tests.fakes import ultrachat_lines
 
-    dataset = fake.put_blob("datasets", "chats/support.jsonl", ultrachat_lines(50))
+    dataset = fake.put_blob("datasets", "chats/support.jsonl", lines or ultrachat_lines(50))
     cfg = settings.run_config().model_copy(update=config)
     return RunInput(request=RunRequest(dataset=dataset, config=cfg, source="blob")).model_dump(mode="json")
 
@@ -216,7 +218,7 @@ def test_endpoint_and_deployment_carry_expiry_and_it_is_renewed(
     result = replay(orchestrator_handler, activity_functions, make_input(endpoint_ttl_hours=48))
     out = result.output
     assert out["status"] == "completed"
-    [(_, (name, created_tags))] = [c for c in azure.calls if c[0] == "begin_create_endpoint"]
+    [(_, (_name, created_tags))] = [c for c in azure.calls if c[0] == "begin_create_endpoint"]
     for tags in (created_tags, azure.endpoints[ENDPOINT].deployments["blue-0123456789ab"].spec.tags):
         assert tags["created-by"] == APP_TAG and tags["instance-id"] == RUN_ID
         assert tags["dataset-blob"] == "datasets/chats/support.jsonl" and tags["dataset-etag"]
@@ -253,7 +255,13 @@ def test_sweep_deletes_only_expired_endpoints_this_app_created(functions, activi
     assert result.error is None
     assert result.output["deleted"] == ["ours-expired"] and result.output["failed"] == {}
     assert fake.deleted_endpoints == ["ours-expired"]
-    assert sorted(fake.endpoints) == ["ours-fresh", "ours-no-ttl", "ours-typo", "theirs-expired", "untagged-expired"]
+    assert sorted(fake.endpoints) == [
+        "ours-fresh",
+        "ours-no-ttl",
+        "ours-typo",
+        "theirs-expired",
+        "untagged-expired",
+    ]
     assert result.output["notified"] == {"ours-expired": "skipped"}  # no webhook configured
     notify = [json.loads(i) if isinstance(i, str) else i for n, i in result.calls if n == "notify"]
     assert [(n["outcome"], n["subject"]) for n in notify] == [("endpoint.expired", "ours-expired")]
@@ -275,11 +283,13 @@ def test_sweep_keeps_going_when_one_delete_fails(functions, activity_functions, 
 # --- completion events and report --------------------------------------------------------------
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
-    statuses: list[int] = []
+class Hook(BaseHTTPRequestHandler):
+    """Records each POST; answers with the next scripted status (then 200)."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    received: ClassVar[list[tuple[dict[str, str], bytes]]]
+    statuses: ClassVar[list[int]]
+
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         type(self).received.append(({k.lower(): v for k, v in self.headers.items()}, body))
         status = type(self).statuses.pop(0) if type(self).statuses else 200
@@ -292,16 +302,13 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hook() -> Iterator[tuple[str, type[_Hook]]]:
-    class Hook(_Hook):
-        received: list[tuple[dict[str, str], bytes]] = []
-        statuses: list[int] = []
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+def hook() -> Iterator[tuple[str, type[Hook]]]:
+    handler = type("ScriptedHook", (Hook,), {"received": [], "statuses": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/runs", Hook
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/runs", handler
     finally:
         server.shutdown()
         server.server_close()
@@ -334,7 +341,9 @@ def test_every_terminal_outcome_sends_one_signed_event(
 
         dataset = fake.put_blob("datasets", "chats/support.jsonl", lines or ultrachat_lines(50))
         cfg = settings.run_config().model_copy(update=config)
-        input_ = RunInput(request=RunRequest(dataset=dataset, config=cfg, source="blob")).model_dump(mode="json")
+        input_ = RunInput(request=RunRequest(dataset=dataset, config=cfg, source="blob")).model_dump(
+            mode="json"
+        )
         result = replay(
             orchestrator_handler, activity_functions, input_, events=events if outcome == "canceled" else None
         )
@@ -391,7 +400,9 @@ def test_no_report_when_nothing_trained(orchestrator_handler, activity_functions
     assert not [k for k in azure.blobs if "/reports/" in k[1]]
 
 
-def test_report_without_loss_metrics_is_still_written(orchestrator_handler, activity_functions, make_input, azure):
+def test_report_without_loss_metrics_is_still_written(
+    orchestrator_handler, activity_functions, make_input, azure
+):
     azure.failures["loss_history"] = 99  # the tracking store is unreachable (error echoes a key)
     result = replay(orchestrator_handler, activity_functions, make_input())
     out = result.output

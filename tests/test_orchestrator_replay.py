@@ -75,8 +75,12 @@ def test_happy_path_first_deployment(orchestrator_handler, activity_functions, a
         "ensure_endpoint",
         "create_deployment",
         "smoke_test",
+        "evaluate_batch",
+        "tag_model",
         "set_traffic",
         "update_connection",
+        "write_report",
+        "notify",
     ]
     # Every activity is scheduled with retry options; timers between polls.
     scheduled = [a for s in result.steps for a in flatten(s.new_actions)]
@@ -153,7 +157,7 @@ def test_invalid_dataset_submits_nothing(orchestrator_handler, activity_function
 
     out = result.output
     assert out["status"] == "invalid_dataset"
-    assert result.activity_names == ["validate_dataset"]
+    assert result.activity_names == ["validate_dataset", "notify"]  # the outcome is announced; no report
     assert azure.jobs == {} and azure.count("submit_finetune") == 0
     errors = {(e["line"], e["field"]) for e in out["validation_errors"]}
     assert (2, "messages[0].role") in errors
@@ -199,15 +203,25 @@ def test_invalid_dataset_single_episode_from_hand_built_history(orchestrator_han
     history.task_completed(T0 + timedelta(seconds=3), 1, {"ok": False, "reports": [report]})
 
     third = run_episode(orchestrator_handler, history)
-    assert third.is_done
-    assert [a.get("functionName") for a in flatten(third.actions)] == [
-        None,
-        None,
-        "validate_dataset",
-    ]  # no submit
-    assert third.output["status"] == "invalid_dataset"
-    assert third.output["validation_errors"][0]["field"] == "messages"
-    assert third.custom_status["step"] == "invalid_dataset"
+    assert not third.is_done  # the outcome is decided; the completion event is sent next
+    scheduled = flatten(third.actions[len(second.actions) :])
+    assert [a.get("functionName") for a in scheduled] == ["notify"]  # no submit, no report
+    event = json.loads(scheduled[0]["input"])
+    assert (event["outcome"], event["subject"]) == ("invalid_dataset", RUN_ID)
+    assert event["data"]["validation_errors"][0]["field"] == "messages"
+    assert third.custom_status["step"] == "notifying"
+    history.task_scheduled(T0 + timedelta(seconds=3), 2, "notify", scheduled[0]["input"])
+    history.orchestrator_completed(T0 + timedelta(seconds=3))
+    history.orchestrator_started(T0 + timedelta(seconds=4))
+    delivery = {"event_type": "run.invalid_dataset", "event_id": "x", "delivered": False, "skipped": True}
+    history.task_completed(T0 + timedelta(seconds=4), 2, delivery)
+
+    fourth = run_episode(orchestrator_handler, history)
+    assert fourth.is_done
+    assert fourth.output["status"] == "invalid_dataset"
+    assert fourth.output["validation_errors"][0]["field"] == "messages"
+    assert fourth.output["notification"]["skipped"] is True
+    assert fourth.custom_status["step"] == "invalid_dataset"
 
 
 def test_job_failed_ends_run_without_deploying(orchestrator_handler, activity_functions, make_input, azure):
@@ -322,8 +336,9 @@ def test_history_stays_bounded(orchestrator_handler, activity_functions, make_in
 
     assert result.output["status"] == "completed"
     assert result.output["durations_s"]["train"] >= hours * 3600 - 1
-    # Bound per generation: MONITOR_POLLS_PER_GENERATION polls plus the fixed steps either side.
-    assert result.max_history_len <= 200, result.max_history_len
+    # Bound per generation: MONITOR_POLLS_PER_GENERATION polls plus the fixed steps either side
+    # (the last generation also deploys, evaluates, reports and notifies).
+    assert result.max_history_len <= 250, result.max_history_len
     if hours == 72:
         assert result.generations > 10
 
