@@ -9,32 +9,51 @@ the dataset's text beyond the shortened snippets the report shows.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from activities.blueprint import Payload, activity
 from backends.registry import current
 from core.evaluation import load_sample, score, shorten
-from core.models import BlobRef, ExampleScore, ModelRef
+from core.models import BlobRef, ExampleScore, ModelRef, ScoreResult
 from core.payload import chat_payload
+
+BUSY = frozenset({408, 429, 503})  # the endpoint is saturated (Azure: "too many pending requests")
+BACKOFF_S = (1.0, 2.0, 4.0)  # waits before the retries of a busy answer
+
+
+def _ask(endpoint: str, deployment: str, payload: dict[str, Any]) -> ScoreResult:
+    """One scoring call, retried while the endpoint says it is busy; an unreachable endpoint or a
+    timeout is a failed call (scored 0), not an error of the batch."""
+    serving = current().serving
+    for wait in (*BACKOFF_S, None):
+        try:
+            result = serving.score(endpoint, deployment, payload)
+        except ConnectionError as exc:
+            return ScoreResult(ok=False, error=str(exc)[:300])
+        if result.ok or result.status_code not in BUSY or wait is None:
+            return result
+        time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 @activity
 def evaluate_batch(payload: Payload) -> list[dict[str, Any]]:
     """Ask `deployment` (pinned by header, whatever its traffic) the prompts of batch number
     `batch` of the seeded sample, with the Prompt flow tool's payload; score each answer against
-    the reference. A failed call scores 0 and is counted; an unreachable endpoint raises
-    (transient: the orchestrator retries the batch)."""
+    the reference. A busy answer (408/429/503) is retried with backoff; a call that still fails,
+    times out or cannot connect scores 0 and is counted as failed (the gate rejects a new
+    deployment with too many of those)."""
     validation = BlobRef.model_validate(payload["validation"])
     size, batch = int(payload["batch_size"]), int(payload["batch"])
     with tempfile.TemporaryDirectory(prefix="eval-") as tmp:
         path = Path(tmp) / "validation.jsonl"
         current().datasets.download(validation, path)
         sample = load_sample(path, int(payload["sample_size"]), int(payload["seed"]))
-    serving = current().serving
     scores = []
     for example in sample[batch * size : (batch + 1) * size]:
-        result = serving.score(payload["endpoint"], payload["deployment"], chat_payload(example.messages))
+        result = _ask(payload["endpoint"], payload["deployment"], chat_payload(example.messages))
         answer = result.output or ""
         combined, rouge_l, token_f1 = score(answer, example.reference) if result.ok else (0.0, 0.0, 0.0)
         last_user = next((m["content"] for m in reversed(example.messages) if m["role"] == "user"), "")

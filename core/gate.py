@@ -23,8 +23,33 @@ def side(deployment: str, scores: Sequence[ExampleScore]) -> EvaluationSide:
     )
 
 
-def verdict(new: float, live: float | None, policy: EvaluationPolicy) -> tuple[bool, str]:
-    """(passed, reason) for a new mean score against the live one (None: first deployment)."""
+MAX_FAILED_SHARE = 0.1
+"""More failed scoring calls than this share of the sample and a side's score means little."""
+
+
+def verdict(
+    new_side: EvaluationSide, live_side: EvaluationSide | None, policy: EvaluationPolicy
+) -> tuple[bool, str]:
+    """(passed, reason) for the new deployment against the live one (None: first deployment).
+
+    A new deployment that failed more than MAX_FAILED_SHARE of its calls is rejected whatever
+    its score (a floor of 0 must not promote a model that never answered). A live deployment
+    that did is not compared against (a broken live model must not block every fix): the floor
+    alone decides, and the reason says why.
+    """
+    if new_side.failures > MAX_FAILED_SHARE * new_side.examples:
+        return False, (
+            f"the new deployment failed {new_side.failures} of {new_side.examples} evaluation calls"
+        )
+    note = ""
+    if live_side is not None and live_side.failures > MAX_FAILED_SHARE * live_side.examples:
+        note = f" (live deployment failed {live_side.failures} of {live_side.examples} calls: not compared)"
+        live_side = None
+    passed, reason = _compare(new_side.score, live_side.score if live_side else None, policy)
+    return passed, reason + note
+
+
+def _compare(new: float, live: float | None, policy: EvaluationPolicy) -> tuple[bool, str]:
     if new < policy.floor:
         return False, f"new score {new:.4f} is below the floor {policy.floor:.4f}"
     if live is None:

@@ -99,7 +99,7 @@ class EvaluationPolicy(Frozen):
 
     sample_size: int = Field(default=50, ge=0)
     batch_size: int = Field(default=10, ge=1)
-    max_parallel: int = Field(default=4, ge=1)
+    max_parallel: int = Field(default=2, ge=1)
     tolerance: float = Field(default=0.02, ge=0)
     floor: float = Field(default=0.0, ge=0, le=1)
 

@@ -17,6 +17,7 @@ DATASET_SUFFIX = ".jsonl"
 APP_TAG = "phi3-finetune-pipeline"
 CREATED_BY_TAG = "created-by"
 EXPIRES_TAG = "expires_at"  # ISO 8601 UTC; the cost guard deletes the endpoint after it
+NEVER = "never"  # expires_at with no ENDPOINT_TTL_HOURS: overwrites an earlier TTL's date
 
 
 def instance_id(
@@ -101,9 +102,10 @@ def lineage_tags(run_id: str, dataset: BlobRef, job: str | None = None) -> dict[
 
 
 def expiry_tag(deployed_at: datetime, ttl_hours: float | None) -> dict[str, str]:
-    """`{"expires_at": deploy time + TTL}` (ISO, UTC, whole seconds), or {} when there is no TTL."""
+    """`{"expires_at": deploy time + TTL}` (ISO, UTC, whole seconds); `"never"` without a TTL, so
+    that turning the TTL off also disarms the date an earlier run wrote."""
     if ttl_hours is None:
-        return {}
+        return {EXPIRES_TAG: NEVER}
     expires = deployed_at.astimezone(UTC).replace(microsecond=0) + timedelta(hours=ttl_hours)
     return {EXPIRES_TAG: expires.isoformat().replace("+00:00", "Z")}
 

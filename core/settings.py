@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # new >= floor. EVAL_SAMPLE_SIZE=0 turns the gate off.
     EVAL_SAMPLE_SIZE: int = Field(default=50, ge=0)
     EVAL_BATCH_SIZE: int = Field(default=10, ge=1)
-    EVAL_MAX_PARALLEL: int = Field(default=4, ge=1)
+    EVAL_MAX_PARALLEL: int = Field(default=2, ge=1)
     EVAL_TOLERANCE: float = Field(default=0.02, ge=0)
     EVAL_FLOOR: float = Field(default=0.0, ge=0, le=1)
 

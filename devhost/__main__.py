@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--single-run",
         action="store_true",
-        help="stop after the first run (skip the second upload that shows the gate comparing two models)",
+        help="stop after the first run (skip the retrain that shows the gate comparing two models)",
     )
     up_ = sub.add_parser(
         "upload", parents=[common], help="upload a JSONL dataset to the running host (starts a run)"

@@ -4,9 +4,10 @@ Starts Azurite and the dev host (the same function_app.py), uploads the sample d
 datasets container — which fires the blob trigger exactly as in Azure — follows the durable
 status until the run ends, prints the run summary, asks the Prompt flow flow a question through
 the connection the run wrote, prints the evaluation gate's scores and copies the run report
-(summary.json, loss.png, report.md) the pipeline wrote next to the dataset. Then it uploads the
-same data again: the second run has a live deployment to beat, so the gate compares two models
-(`--single-run` skips it). Finally it stops what it started.
+(summary.json, loss.png, report.md) the pipeline wrote next to the dataset. Then it starts a
+second run over HTTP, the same data with one epoch instead of three: that run has a live
+deployment to beat, so the gate compares two models (`--single-run` skips it). Finally it stops
+what it started.
 """
 
 from __future__ import annotations
@@ -179,13 +180,16 @@ def run_demo(args: argparse.Namespace) -> int:
         report = fetch_report(store.connection_string, summary, run_dir)
         say(f"demo: run report {summary.get('report')} (copied to {report})")
         if not args.single_run:
-            # A second upload of the same data: this run has a live deployment to beat, so the
-            # evaluation gate compares two models (promote, or reject and leave traffic alone).
-            name2 = name.replace(".jsonl", "-retrain.jsonl")
-            dataset2 = upload_file(store.connection_string, env["DATASETS_CONTAINER"], name2)
-            run2 = instance_id(dataset2)
-            say(f"demo: uploaded it again as {dataset2.path} → run {run2} (new model vs the live one)")
-            status2 = follow(base_url, run2, time.monotonic(), timeout_s=900)
+            # A retrain of the same data with one epoch instead of three, started over HTTP: this
+            # run has a live deployment to beat, so the evaluation gate compares two models and
+            # either promotes the new one or deletes it and leaves traffic alone.
+            body = {"dataset": dataset.path, "overrides": {"hyperparameters": {"num_train_epochs": 1}}}
+            started = time.monotonic()
+            resp = httpx.post(f"{base_url}/api/runs", json=body, timeout=30)
+            resp.raise_for_status()
+            run2 = resp.json()["id"]
+            say(f"demo: POST /api/runs {json.dumps(body)} → run {run2} (1 epoch: new model vs the live one)")
+            status2 = follow(base_url, run2, started, timeout_s=900)
             summary2 = status2.get("output") or {}
             say(f"demo: second run ended {summary2.get('status')}: {summary2.get('reason') or 'ok'}")
             say_scores(summary2)

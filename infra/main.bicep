@@ -160,7 +160,7 @@ param evalBatchSize int = 10
 
 @minValue(1)
 @description('EVAL_MAX_PARALLEL: scoring activities in flight at once.')
-param evalMaxParallel int = 4
+param evalMaxParallel int = 2
 
 @description('EVAL_TOLERANCE: promote only if new score >= live score - this (decimal, as text).')
 param evalTolerance string = '0.02'

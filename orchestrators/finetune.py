@@ -43,7 +43,15 @@ from core.models import (
     ScoreResult,
 )
 from core.names import CANCEL_EVENT, ORCHESTRATOR, Activity
-from core.naming import EXPIRES_TAG, expiry_tag, job_name, lineage_tags, pick_deployments, report_prefix
+from core.naming import (
+    EXPIRES_TAG,
+    NEVER,
+    expiry_tag,
+    job_name,
+    lineage_tags,
+    pick_deployments,
+    report_prefix,
+)
 from core.preflight import GPU_HOURS_BASIS, Plan, PreflightReport, estimate_gpu_hours
 from orchestrators.state import Progress, RunInput
 
@@ -475,6 +483,9 @@ class FinetuneRun:
 
         new, live = pick_deployments(endpoint.traffic, self.run_id)
         fields: dict[str, Any] = {"model": model, "endpoint": endpoint_name, "deployment": new}
+        # Lease the endpoint for this deployment's lifetime before creating it, so the cost guard
+        # cannot delete it under a run that is still deploying and evaluating.
+        _expires, lease_error = yield from self.renew_expiry(endpoint_name, lineage)
         traffic_touched = False
         try:
             spec = DeploymentSpec(
@@ -529,33 +540,33 @@ class FinetuneRun:
             yield self.call(Activity.SET_TRAFFIC, {"endpoint": endpoint_name, "traffic": traffic})
             self.end("traffic")
         except Exception as exc:
-            yield from self.roll_back(endpoint, new, traffic_touched)
+            cleanup_error = yield from self.roll_back(endpoint, new, traffic_touched)
             if isinstance(exc, Canceled):
                 raise
+            outcome = (
+                f"{new} deleted, traffic unchanged"
+                if cleanup_error is None
+                else f"rollback incomplete ({cleanup_error}); check {new} and the traffic by hand"
+            )
             if isinstance(exc, Rejected):
                 return self.summary(
                     RunStatus.REJECTED_BY_EVALUATION,
-                    f"evaluation gate: {exc}; {new} deleted, traffic unchanged",
+                    f"evaluation gate: {exc}; {outcome}",
                     previous_deployment=live,
                     **fields,
                 )
             return self.summary(
                 RunStatus.FAILED,
-                f"deploy: {exc}; rolled back ({new} deleted, traffic unchanged)",
+                f"deploy: {exc}; rolled back ({outcome})",
                 previous_deployment=live,
                 **fields,
             )
 
-        reason = ""
-        expiry = expiry_tag(self.now, cfg.endpoint_ttl_hours)
-        if expiry:  # a new deployment renews the endpoint's TTL
-            fields["expires_at"] = expiry[EXPIRES_TAG]
-            try:
-                yield self.call(
-                    Activity.UPDATE_ENDPOINT_TAGS, {"name": endpoint_name, "tags": lineage | expiry}
-                )
-            except Exception as exc:
-                reason = f"endpoint expiry tag not renewed ({exc}); the cost guard may delete it early"
+        # The deployment is live: its TTL starts now.
+        expires, renew_error = yield from self.renew_expiry(endpoint_name, lineage)
+        fields["expires_at"] = expires
+        notes = [n for n in (lease_error, renew_error) if n]
+        reason = "; ".join(dict.fromkeys(notes))
         if live and live != new:
             try:
                 yield self.call(Activity.DELETE_DEPLOYMENT, {"endpoint": endpoint_name, "deployment": live})
@@ -597,7 +608,8 @@ class FinetuneRun:
         self.begin("evaluating", endpoint=endpoint, deployment=new)
         sides = {"new": new} | ({"live": live} if live else {})
         batches = -(-k // policy.batch_size)
-        calls = [(name, deployment, b) for name, deployment in sides.items() for b in range(batches)]
+        # New and live batch b go in the same wave: each deployment gets the same load at once.
+        calls = [(name, deployment, b) for b in range(batches) for name, deployment in sides.items()]
         scores: dict[str, list[ExampleScore]] = {name: [] for name in sides}
         for start in range(0, len(calls), policy.max_parallel):
             wave = calls[start : start + policy.max_parallel]
@@ -624,7 +636,7 @@ class FinetuneRun:
             self.status("evaluating", endpoint=endpoint, deployment=new, scored=done, of=k * len(sides))
         new_side = gate.side(new, scores["new"])
         live_side = gate.side(live, scores["live"]) if live else None
-        passed, reason = gate.verdict(new_side.score, live_side.score if live_side else None, policy)
+        passed, reason = gate.verdict(new_side, live_side, policy)
         self.evaluated = {name: [e.model_dump(mode="json") for e in v] for name, v in scores.items()}
         self.end("evaluate")
         self.status(
@@ -659,16 +671,29 @@ class FinetuneRun:
         except Exception:
             return
 
+    def renew_expiry(self, endpoint: str, lineage: dict[str, str]) -> Step:
+        """Tag the endpoint with this run's lineage and `expires_at` = now + TTL ("never" without
+        a TTL). Returns (expires_at or None, a note if the tags could not be written)."""
+        expiry = expiry_tag(self.now, self.cfg.endpoint_ttl_hours)
+        expires = expiry[EXPIRES_TAG] if expiry[EXPIRES_TAG] != NEVER else None
+        try:
+            yield self.call(Activity.UPDATE_ENDPOINT_TAGS, {"name": endpoint, "tags": lineage | expiry})
+        except Exception as exc:
+            return expires, f"endpoint expiry tag not renewed ({exc}); the cost guard may delete it early"
+        return expires, None
+
     def roll_back(self, endpoint: EndpointInfo, new: str, traffic_touched: bool) -> Step:
-        """Leave the endpoint exactly as it was: old traffic back (if we touched it), new deleted."""
+        """Leave the endpoint exactly as it was: old traffic back (if we touched it), new deleted.
+        Returns None, or what could not be undone (the caller puts it in the run's reason)."""
         self.status("rolling_back", endpoint=endpoint.name, deployment=new)
         try:
             if traffic_touched:
                 restore = dict(endpoint.traffic) | {new: 0}
                 yield self.call(Activity.SET_TRAFFIC, {"endpoint": endpoint.name, "traffic": restore})
             yield self.call(Activity.DELETE_DEPLOYMENT, {"endpoint": endpoint.name, "deployment": new})
-        except Exception:  # reported by the caller's summary; nothing else we can do here
-            return
+        except Exception as exc:
+            return " ".join(str(exc).split())[:300]
+        return None
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR)

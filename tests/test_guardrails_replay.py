@@ -158,13 +158,40 @@ def test_within_tolerance_is_promoted(orchestrator_handler, activity_functions, 
     assert result.output["evaluation"]["passed"] is True
 
 
-def test_failed_scoring_calls_count_as_zero(orchestrator_handler, activity_functions, settings):
-    fake = _with_live(FakeAzure(oracles=("blue", "green"), eval_status={"green": 503}))
+def test_failed_scoring_calls_count_as_zero_and_reject(orchestrator_handler, activity_functions, settings):
+    fake = _with_live(FakeAzure(oracles=("blue", "green"), eval_status={"green": 500}))
     with use(fake):
         result = replay(orchestrator_handler, activity_functions, _input(fake, settings))
     ev = result.output["evaluation"]
     assert ev["new"]["failures"] == ev["new"]["examples"] == 10 and ev["new"]["score"] == 0.0
     assert result.output["status"] == "rejected_by_evaluation"
+    assert "failed 10 of 10 evaluation calls" in result.output["reason"]
+    assert sum(1 for _, d, _ in fake.scored if d == NEW) == 1 + 10  # smoke test + one try each (500)
+
+
+def test_busy_answers_are_retried_then_count_as_failures(
+    orchestrator_handler, activity_functions, settings, monkeypatch
+):
+    import activities.evaluation
+
+    monkeypatch.setattr(activities.evaluation, "BACKOFF_S", (0.0, 0.0, 0.0))
+    fake = _with_live(FakeAzure(eval_status={"green": 429}))
+    with use(fake):
+        result = replay(orchestrator_handler, activity_functions, _input(fake, settings))
+    assert sum(1 for _, d, _ in fake.scored if d == NEW) == 1 + 10 * 4  # 3 retries per example
+    assert result.output["status"] == "rejected_by_evaluation"
+
+
+def test_a_broken_live_deployment_does_not_block_a_good_new_one(
+    orchestrator_handler, activity_functions, settings
+):
+    fake = _with_live(FakeAzure(eval_status={"blue": 500}))
+    with use(fake):
+        result = replay(orchestrator_handler, activity_functions, _input(fake, settings))
+    out = result.output
+    assert out["status"] == "completed", out
+    assert "live deployment failed 10 of 10 calls: not compared" in out["evaluation"]["reason"]
+    assert fake.endpoints[ENDPOINT].traffic == {NEW: 100}
 
 
 def test_scoring_runs_in_bounded_batches(orchestrator_handler, activity_functions, settings):
@@ -223,16 +250,21 @@ def test_endpoint_and_deployment_carry_expiry_and_it_is_renewed(
         assert tags["created-by"] == APP_TAG and tags["instance-id"] == RUN_ID
         assert tags["dataset-blob"] == "datasets/chats/support.jsonl" and tags["dataset-etag"]
         assert tags["expires_at"].endswith("Z")
-    # renewed when traffic moved: later than the creation-time expiry, 48 h after that moment
+    # leased before the deployment is created, renewed when traffic moved (48 h from then)
     renewed = azure.endpoints[ENDPOINT].tags["expires_at"]
     assert renewed == out["expires_at"] and renewed > created_tags["expires_at"]
-    assert result.activity_names.index("update_endpoint_tags") > result.activity_names.index("set_traffic")
+    names = result.activity_names
+    leases = [i for i, n in enumerate(names) if n == "update_endpoint_tags"]
+    assert len(leases) == 2
+    assert leases[0] < names.index("create_deployment") and leases[1] > names.index("set_traffic")
 
 
-def test_no_ttl_means_no_expiry_tag(orchestrator_handler, activity_functions, azure, make_input):
+def test_no_ttl_disarms_an_earlier_expiry(orchestrator_handler, activity_functions, azure, make_input):
+    azure.live_endpoint(ENDPOINT, "blue-live", LIVE_MODEL)
+    azure.endpoints[ENDPOINT].tags = {"created-by": APP_TAG, "expires_at": "2026-11-01T09:00:00Z"}
     result = replay(orchestrator_handler, activity_functions, make_input())
-    assert "expires_at" not in azure.endpoints[ENDPOINT].tags
-    assert result.output["expires_at"] is None and "update_endpoint_tags" not in result.activity_names
+    assert result.output["status"] == "completed" and result.output["expires_at"] is None
+    assert azure.endpoints[ENDPOINT].tags["expires_at"] == "never"  # the sweep leaves it alone
 
 
 def _endpoint(fake: FakeAzure, name: str, **tags: str) -> None:
@@ -249,6 +281,7 @@ def test_sweep_deletes_only_expired_endpoints_this_app_created(functions, activi
     _endpoint(fake, "theirs-expired", **{"created-by": "someone-else", "expires_at": past})
     _endpoint(fake, "untagged-expired", expires_at=past)
     _endpoint(fake, "ours-typo", **{"created-by": APP_TAG, "expires_at": "next tuesday"})
+    _endpoint(fake, "ours-never", **{"created-by": APP_TAG, "expires_at": "never"})
     handler = functions[SWEEPER].get_user_function()
     with use(fake):
         result = Replayer(handler, activity_functions, name=SWEEPER, instance_id="sweep-1", input_={}).run()
@@ -257,6 +290,7 @@ def test_sweep_deletes_only_expired_endpoints_this_app_created(functions, activi
     assert fake.deleted_endpoints == ["ours-expired"]
     assert sorted(fake.endpoints) == [
         "ours-fresh",
+        "ours-never",
         "ours-no-ttl",
         "ours-typo",
         "theirs-expired",
