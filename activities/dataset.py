@@ -1,4 +1,5 @@
-"""validate_dataset: stream-check the uploaded JSONL; split it 80/20 when no validation file is given.
+"""validate_dataset: stream-check the uploaded JSONL; split it 80/20 when no validation file is given
+(with one, both files are copied as they were validated to the same `_splits/<run>/` place).
 
 With a validation file, both are validated together (:func:`core.validation.validate_pair`), which
 also warns about validation examples that repeat a training example (overlap). Duplicates inside a
@@ -100,13 +101,22 @@ def validate_dataset(payload: Payload) -> dict[str, Any]:
             return DatasetOutcome(ok=False, reports=reports).model_dump(mode="json")
 
         if given is not None:
+            # Snapshot what was validated next to the dataset, as for a split: the job trains and
+            # the evaluation gate scores exactly these bytes, even if the user re-uploads either
+            # file while the run goes on.
+            snapshot = {}
+            if not payload.get("dry_run"):
+                train_ref, val_ref = split_blobs(dataset, run_id)
+                snapshot = {
+                    "train": store.upload(work / "dataset.jsonl", train_ref),
+                    "validation": store.upload(work / "validation.jsonl", val_ref),
+                }
             outcome = DatasetOutcome(
                 ok=True,
                 reports=reports,
-                train=dataset,
-                validation=given,
                 train_examples=reports[0].examples,
                 validation_examples=reports[1].examples,
+                **snapshot,
             )
             return outcome.model_dump(mode="json")
 

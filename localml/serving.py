@@ -319,6 +319,16 @@ def _stop(targets: list[tuple[int, int | None]]) -> None:
         _terminate(pid, start_time)
 
 
+def _recorded_state(endpoint_cfg: Record, record_path: Path) -> ProvisioningState:
+    """A front's or scoring server's provisioning state from its records alone (no restart)."""
+    rec = _read_json(record_path) or {}
+    if endpoint_cfg.get("deleting") or rec.get("deleting"):
+        return ProvisioningState.DELETING
+    if rec.get("failed"):
+        return ProvisioningState.FAILED
+    return ProvisioningState.SUCCEEDED if rec.get("provisioned") else ProvisioningState.CREATING
+
+
 def _free_port(exclude: set[int]) -> int:
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -591,9 +601,21 @@ class LocalServing:
         )
 
     def list_endpoints(self) -> list[EndpointInfo]:
-        """Every endpoint of this run dir, as `get_endpoint` reports it (by name)."""
-        found = [self.get_endpoint(name) for name in self._endpoint_names()]
-        return [info for info in found if info.state is not ProvisioningState.NOT_FOUND]
+        """Every endpoint of this run dir (by name), read from its records only: unlike
+        `get_endpoint`, listing never restarts a stopped front (the cost guard's sweep and
+        `scripts/teardown.py` list after `make down` too). The state is the resource's
+        provisioning state, as Azure reports an idle endpoint: Succeeded once provisioned."""
+        found = []
+        with self._locked():
+            for name in self._endpoint_names():
+                directory = self._endpoint_dir(name)
+                cfg = _read_json(directory / ENDPOINT_FILE)
+                if cfg is None:
+                    continue
+                found.append(
+                    self._endpoint_info(name, cfg, _recorded_state(cfg, directory / FRONT_RECORD_FILE))
+                )
+        return found
 
     def update_endpoint_tags(self, name: str, tags: dict[str, str]) -> None:
         """Merge `tags` into the endpoint's tags (endpoint.json, rewritten atomically under the
@@ -780,14 +802,20 @@ class LocalServing:
 
     def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
         """The endpoint's deployments (by name) with the instance type/count and tags of their
-        spec and their state as `get_deployment_state` reports it; [] if the endpoint is gone."""
+        spec and their provisioning state, read from the records like `list_endpoints` (no
+        scoring server is restarted); [] if the endpoint is gone."""
         _check_name("endpoint", endpoint)
         found = []
-        for deployment in self._deployment_names(endpoint):
-            state = self.get_deployment_state(endpoint, deployment)
-            dcfg = _read_json(self._deployment_dir(endpoint, deployment) / DEPLOYMENT_FILE)
-            if state is ProvisioningState.NOT_FOUND or dcfg is None:
-                continue  # deleted meanwhile
+        with self._locked():
+            cfg = _read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
+            names = self._deployment_names(endpoint) if cfg is not None else []
+            records = {}
+            for deployment in names:
+                directory = self._deployment_dir(endpoint, deployment)
+                dcfg = _read_json(directory / DEPLOYMENT_FILE)
+                if dcfg is not None:  # else deleted meanwhile
+                    records[deployment] = (dcfg, _recorded_state(cfg or {}, directory / SERVER_RECORD_FILE))
+        for deployment, (dcfg, state) in records.items():
             found.append(
                 DeploymentInfo(
                     name=deployment,

@@ -212,15 +212,16 @@ def inventory(
         ours.append(item)
     missing = [n for n in named if n not in seen] if named is not None else []
 
+    # Narrowed to some endpoints: the connection and the model versions may serve the others.
     connection = None
     try:
-        if backends.connections.connection_exists(settings.CONNECTION_NAME):
+        if named is None and backends.connections.connection_exists(settings.CONNECTION_NAME):
             connection = settings.CONNECTION_NAME
     except Exception as exc:
         problems.append(f"connection {settings.CONNECTION_NAME} could not be looked up: {_error(exc)}")
 
     models: list[ModelItem] = []
-    if not keep_models:
+    if not keep_models and named is None:
         try:
             for ref, tags in backends.training.list_models(APP_TAG):
                 if tags.get(CREATED_BY_TAG) != APP_TAG:  # the backend filters; never trust it blindly
@@ -443,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         nargs="+",
         metavar="NAME",
-        help="only these endpoints (repeatable); an untagged one is shown as not ours and left alone",
+        help="only these endpoints (repeatable; the connection and model versions are then kept); "
+        "an untagged one is shown as not ours and left alone",
     )
     parser.add_argument("--keep-models", action="store_true", help="keep the registered model versions")
     parser.add_argument(

@@ -105,6 +105,19 @@ def test_list_deployments_reports_the_spec_and_state(serving: LocalServing) -> N
     assert listed[1].state in {PS.CREATING, PS.SUCCEEDED}
 
 
+def test_listing_never_restarts_stopped_processes(serving: LocalServing) -> None:
+    """The sweep and teardown list after `make down`: nothing may come back to life."""
+    create_endpoint(serving, ENDPOINT, {"created-by": "test"})
+    create_deployment(serving, "blue")
+    serving.stop_all()
+    assert serving.processes() == {}
+    [listed] = serving.list_endpoints()
+    assert listed.name == ENDPOINT and listed.state is PS.SUCCEEDED and listed.tags == {"created-by": "test"}
+    [deployment] = serving.list_deployments(ENDPOINT)
+    assert deployment.name == "blue" and deployment.state is PS.SUCCEEDED
+    assert serving.processes() == {}
+
+
 # ---------------------------------------------------------------------------- endpoint deletion
 
 

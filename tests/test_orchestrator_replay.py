@@ -408,7 +408,9 @@ def test_replay_is_deterministic(orchestrator_handler, activity_functions, setti
     assert once() == once()
 
 
-def test_given_validation_file_is_used_as_is(orchestrator_handler, activity_functions, azure, settings):
+def test_given_validation_file_is_used_as_validated(
+    orchestrator_handler, activity_functions, azure, settings
+):
     from core.models import RunRequest
     from orchestrators.state import RunInput
     from tests.fakes import ultrachat_lines
@@ -422,10 +424,14 @@ def test_given_validation_file_is_used_as_is(orchestrator_handler, activity_func
 
     assert result.output["status"] == "completed"
     assert (result.output["train_examples"], result.output["validation_examples"]) == (12, 1)
+    # Both files were copied, unsplit, to the run's own place: what was validated is what trains
+    # and what the gate scores, whatever the user uploads meanwhile.
     spec = next(iter(azure.jobs.values()))
-    assert spec.training_data.endswith("chats/train.jsonl")
-    assert spec.validation_data.endswith("chats/holdout.jsonl")
-    assert not any("_splits" in name for _, name in azure.blobs)
+    prefix = f"chats/_splits/{RUN_ID}"
+    assert spec.training_data.endswith(f"{prefix}/train.jsonl")
+    assert spec.validation_data.endswith(f"{prefix}/validation.jsonl")
+    assert azure.blobs[("datasets", f"{prefix}/train.jsonl")] == ultrachat_lines(12)
+    assert azure.blobs[("datasets", f"{prefix}/validation.jsonl")] == ultrachat_lines(1)
 
 
 def test_blob_replaced_after_the_event_is_invalid(

@@ -297,6 +297,10 @@ def test_only_named_endpoints_are_considered(azure: Settings) -> None:
     assert [e.name for e in inv.endpoints] == ["phi3-ft-second"]
     assert inv.total_per_hour == 3.06
     assert inv.not_ours == [] and inv.not_found == []
+    # the connection and the model versions may serve the endpoints not named: kept
+    everything = teardown.inventory(backends(fake), azure)
+    assert everything.connection is not None and everything.models
+    assert inv.connection is None and inv.models == []
 
 
 def test_untagged_only_named_means_nothing_to_delete(
