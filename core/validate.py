@@ -67,6 +67,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core import cli
 from core.models import ValidationIssue, ValidationReport
 from core.validation import validate_file, validate_pair
 
@@ -131,30 +132,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-tokens",
-        type=positive_int,
+        type=cli.positive_int,
         default=4096,
         metavar="N",
         help="per-conversation limit (default 4096)",
     )
     parser.add_argument(
         "--max-errors",
-        type=positive_int,
+        type=cli.positive_int,
         default=50,
         metavar="N",
         help="errors/warnings listed per kind (default 50)",
     )
     return parser
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number ≥ 1 (shared by the project's CLIs)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _run(args: argparse.Namespace) -> tuple[list[ValidationReport], int | None]:
@@ -356,16 +346,5 @@ def _turns(histogram: dict[int, int]) -> str:
     return f"min {sizes[0]}, p50 {p50}, max {sizes[-1]}; examples by turns {shown}{more}"
 
 
-def _entry() -> int:
-    try:
-        return main()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # piped into `head` or similar: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
-        return EXIT_OK
-
-
 if __name__ == "__main__":
-    sys.exit(_entry())
+    sys.exit(cli.run(main))

@@ -88,9 +88,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python scripts/download_dataset.py` puts scripts/ first, not the root
     sys.path.insert(0, str(ROOT))
 
+from core.cli import positive_int  # noqa: E402
 from core.naming import SPLITS_DIR, is_dataset_blob  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from core.validate import positive_int  # noqa: E402
 from core.validation import validate_file  # noqa: E402
 
 if TYPE_CHECKING:

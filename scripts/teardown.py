@@ -61,6 +61,7 @@ from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
 from backends.registry import Backends  # noqa: E402
+from core import cli  # noqa: E402
 from core.costs import CURRENCY, PRICES_AS_OF, REGION, format_cost, hourly_cost  # noqa: E402
 from core.models import BlobRef, ModelRef, ProvisioningState  # noqa: E402
 from core.naming import APP_TAG, CREATED_BY_TAG  # noqa: E402
@@ -606,13 +607,5 @@ def _render_results(console: Console, inv: Inventory, results: list[Result]) -> 
         )
 
 
-def _entry() -> int:
-    try:
-        return main()
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
 if __name__ == "__main__":
-    sys.exit(_entry())
+    sys.exit(cli.run(main))
