@@ -330,6 +330,12 @@ def load_settings(environ: MutableMapping[str, str] | None = None, root: Path = 
     sources.append("environment" + (f" + {LOCAL_SETTINGS}" if values else ""))
     if not env.get("BACKEND"):
         run_dir = _resolve(env.get("LOCAL_RUN_DIR") or DEFAULT_RUN_DIR, root)
+        workspace = [k for k in _WORKSPACE_SETTINGS if env.get(k) and not env[k].startswith("<")]
+        if run_dir.is_dir() and workspace:
+            raise ConfigError(
+                f"BACKEND is not set, and both an Azure ML workspace ({', '.join(workspace)}) and the "
+                f"dev host's run dir {run_dir} exist: set BACKEND=azureml or BACKEND=local"
+            )
         if run_dir.is_dir():
             env["BACKEND"] = "local"
             sources.append(f"no BACKEND set and the dev host's run dir {run_dir} exists: offline")

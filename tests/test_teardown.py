@@ -527,6 +527,13 @@ def test_without_backend_the_dev_host_run_dir_means_offline(tmp_path: Path) -> N
     assert env["HF_HUB_OFFLINE"] == "1"  # the dev host's offline defaults
 
 
+def test_without_backend_a_workspace_and_a_run_dir_is_ambiguous(tmp_path: Path) -> None:
+    (tmp_path / ".run").mkdir()
+    env = {"AZURE_SUBSCRIPTION_ID": "sub", "AZURE_RESOURCE_GROUP": "rg", "AZUREML_WORKSPACE": "ws"}
+    with pytest.raises(teardown.ConfigError, match="set BACKEND=azureml or BACKEND=local"):
+        teardown.load_settings(env, root=tmp_path)
+
+
 def test_without_backend_or_workspace_it_says_what_to_set(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
