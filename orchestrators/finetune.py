@@ -483,9 +483,10 @@ class FinetuneRun:
 
         new, live = pick_deployments(endpoint.traffic, self.run_id)
         fields: dict[str, Any] = {"model": model, "endpoint": endpoint_name, "deployment": new}
-        # Lease the endpoint for this deployment's lifetime before creating it, so the cost guard
-        # cannot delete it under a run that is still deploying and evaluating.
-        _expires, lease_error = yield from self.renew_expiry(endpoint_name, lineage)
+        # Lease the endpoint before creating the deployment, so the cost guard cannot delete it
+        # under a run that is still deploying and evaluating (its lineage tags still describe the
+        # live model: they change only once traffic has moved).
+        _expires, lease_error = yield from self.renew_expiry(endpoint_name, {})
         traffic_touched = False
         try:
             spec = DeploymentSpec(
@@ -672,8 +673,8 @@ class FinetuneRun:
             return
 
     def renew_expiry(self, endpoint: str, lineage: dict[str, str]) -> Step:
-        """Tag the endpoint with this run's lineage and `expires_at` = now + TTL ("never" without
-        a TTL). Returns (expires_at or None, a note if the tags could not be written)."""
+        """Tag the endpoint with `expires_at` = now + TTL ("never" without a TTL) and `lineage`.
+        Returns (expires_at or None, a note if the tags could not be written)."""
         expiry = expiry_tag(self.now, self.cfg.endpoint_ttl_hours)
         expires = expiry[EXPIRES_TAG] if expiry[EXPIRES_TAG] != NEVER else None
         try:

@@ -257,6 +257,10 @@ def test_endpoint_and_deployment_carry_expiry_and_it_is_renewed(
     leases = [i for i, n in enumerate(names) if n == "update_endpoint_tags"]
     assert len(leases) == 2
     assert leases[0] < names.index("create_deployment") and leases[1] > names.index("set_traffic")
+    lease, renewal = (i for n, i in result.calls if n == "update_endpoint_tags")
+    lease, renewal = (json.loads(x) if isinstance(x, str) else x for x in (lease, renewal))
+    assert set(lease["tags"]) == {"expires_at"}  # the lineage still describes the live model
+    assert renewal["tags"]["instance-id"] == RUN_ID and renewal["tags"]["expires_at"] == renewed
 
 
 def test_no_ttl_disarms_an_earlier_expiry(orchestrator_handler, activity_functions, azure, make_input):
@@ -265,6 +269,18 @@ def test_no_ttl_disarms_an_earlier_expiry(orchestrator_handler, activity_functio
     result = replay(orchestrator_handler, activity_functions, make_input())
     assert result.output["status"] == "completed" and result.output["expires_at"] is None
     assert azure.endpoints[ENDPOINT].tags["expires_at"] == "never"  # the sweep leaves it alone
+
+
+def test_rejected_run_leaves_the_live_lineage_tags(orchestrator_handler, activity_functions, settings):
+    fake = _with_live(FakeAzure(oracles=("blue",)))
+    fake.endpoints[ENDPOINT].tags = {"created-by": APP_TAG, "instance-id": "ft-live-run"}
+    with use(fake):
+        result = replay(
+            orchestrator_handler, activity_functions, _input(fake, settings, endpoint_ttl_hours=2)
+        )
+    assert result.output["status"] == "rejected_by_evaluation"
+    tags = fake.endpoints[ENDPOINT].tags
+    assert tags["instance-id"] == "ft-live-run" and tags["expires_at"].endswith("Z")  # leased only
 
 
 def _endpoint(fake: FakeAzure, name: str, **tags: str) -> None:
