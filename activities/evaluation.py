@@ -27,15 +27,19 @@ def _ask(endpoint: str, deployment: str, payload: dict[str, Any]) -> ScoreResult
     """One scoring call, retried while the endpoint says it is busy; an unreachable endpoint or a
     timeout is a failed call (scored 0), not an error of the batch."""
     serving = current().serving
-    for wait in (*BACKOFF_S, None):
+
+    def once() -> ScoreResult:
         try:
-            result = serving.score(endpoint, deployment, payload)
+            return serving.score(endpoint, deployment, payload)
         except ConnectionError as exc:
             return ScoreResult(ok=False, error=str(exc)[:300])
-        if result.ok or result.status_code not in BUSY or wait is None:
+
+    for wait in BACKOFF_S:
+        result = once()
+        if result.ok or result.status_code not in BUSY:
             return result
         time.sleep(wait)
-    raise AssertionError("unreachable")
+    return once()
 
 
 @activity
