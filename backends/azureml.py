@@ -1076,13 +1076,16 @@ class AzureMLBackend:
         operations/_online_endpoint_operations.py:87-103) with tags, state, traffic and deployments.
 
         The listing does not fill in zero-traffic deployments as `get` does (:155-162), so the
-        deployments are listed per endpoint (one more call each) and given 0 % the same way.
+        deployments of the endpoints this app created are listed (one more call each) and given
+        0 % the same way. Other endpoints are never touched: their deployments are those of their
+        traffic map, so a foreign endpoint's error or throttling cannot fail the cost guard's sweep.
         """
-        infos = [
-            _endpoint_info(endpoint, self._deployments(str(endpoint.name)))
-            for endpoint in self._ml.online_endpoints.list()
-            if endpoint.name
-        ]
+        infos = []
+        for endpoint in self._ml.online_endpoints.list():
+            if not endpoint.name:
+                continue
+            ours = _str_tags(endpoint.tags).get(CREATED_BY_TAG) == APP_TAG
+            infos.append(_endpoint_info(endpoint, self._deployments(str(endpoint.name)) if ours else []))
         return sorted(infos, key=lambda info: info.name)
 
     def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:

@@ -266,6 +266,29 @@ def test_list_endpoints_shapes(backend: AzureMLBackend, ml: FakeMLClient) -> Non
     assert KEY not in json.dumps([i.model_dump(mode="json") for i in infos])
 
 
+def test_list_endpoints_never_lists_the_deployments_of_foreign_endpoints(
+    backend: AzureMLBackend, ml: FakeMLClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ml.online_endpoints.add("theirs", traffic={"a": 100}, tags={"team": "x"})
+    ml.online_deployments.add("theirs", "b")  # zero traffic: only a deployments call would show it
+    ml.online_endpoints.add(ENDPOINT, traffic={"blue": 100}, tags=MINE)
+    ml.online_deployments.add(ENDPOINT, "blue")
+    asked: list[str] = []
+    original = ml.online_deployments.list
+
+    def list_deployments(endpoint_name: str, **kwargs: Any) -> Any:
+        asked.append(endpoint_name)
+        if endpoint_name != ENDPOINT:
+            raise RuntimeError("throttled")  # a foreign endpoint's error must not fail the sweep
+        return original(endpoint_name, **kwargs)
+
+    monkeypatch.setattr(ml.online_deployments, "list", list_deployments)
+    infos = {i.name: i for i in backend.list_endpoints()}
+    assert asked == [ENDPOINT]
+    assert infos["theirs"].deployments == [] and infos["theirs"].traffic == {"a": 100}
+    assert infos[ENDPOINT].deployments == ["blue"]
+
+
 def test_list_endpoints_when_an_endpoint_vanishes_mid_listing(
     backend: AzureMLBackend, ml: FakeMLClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
