@@ -3,9 +3,17 @@ each activity result arrives 1 s after the previous event, timers fire exactly w
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from devhost.engine import Engine
+
+if TYPE_CHECKING:
+    from devhost.host import Host
 from tests.replay import T0
 
 
@@ -34,3 +42,35 @@ def drain(engine: Engine, clock: Clock, max_steps: int = 50_000) -> int:
             return episodes
         clock.now = max(clock.now, due)
     raise AssertionError("engine did not go idle")
+
+
+@contextmanager
+def serving(host: Host, ready_timeout_s: float = 20) -> Iterator[threading.Thread]:
+    """Run `host.serve()` on its own event loop in a thread until the block ends, then stop it and
+    wait for the thread (which the caller may check with `is_alive()`)."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop: asyncio.Event | None = None
+
+    async def main() -> None:
+        nonlocal stop
+        stop = asyncio.Event()
+        started = asyncio.Event()
+        task = asyncio.create_task(host.serve(started))
+        await started.wait()
+        ready.set()
+        await stop.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(ready_timeout_s), "the dev host did not start"
+        yield thread
+    finally:
+        if stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+        if not thread.is_alive():
+            loop.close()

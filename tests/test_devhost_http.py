@@ -3,9 +3,7 @@ API that the starters' check-status URLs point at (status, raise event, terminat
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -14,6 +12,7 @@ import pytest
 
 from devhost.host import Host
 from tests.apps import mini_app
+from tests.devhost_driver import serving
 
 
 def free_port() -> int:
@@ -27,27 +26,8 @@ def host(tmp_path) -> Iterator[str]:
     mini_app.FAILURES.clear()
     port = free_port()
     h = Host(tmp_path / "host.sqlite", port, {"TASK_HUB_NAME": "testhub"}, module="tests.apps.mini_app")
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    stop: asyncio.Event | None = None
-
-    async def main() -> None:
-        nonlocal stop
-        stop = asyncio.Event()
-        started = asyncio.Event()
-        task = asyncio.create_task(h.serve(started))
-        await started.wait()
-        ready.set()
-        await stop.wait()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(20)
-    yield f"http://127.0.0.1:{port}"
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(20)
+    with serving(h):
+        yield f"http://127.0.0.1:{port}"
 
 
 def wait_status(url: str, wanted: set[str], timeout_s: float = 20.0) -> dict:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from devhost.http import build_app, client_binding
 from devhost.store import Store
 from devhost.timers import CronSchedule, IntervalSchedule, TimerRunner, parse_schedule
 from tests.apps import timer_app
-from tests.devhost_driver import Clock, drain
+from tests.devhost_driver import Clock, drain, serving
 from tests.test_devhost_http import free_port
 
 NEVER = "0001-01-01T00:00:00+00:00"
@@ -567,38 +566,15 @@ def test_host_runs_timers_alongside_http(tmp_path):
     timer_app.FAIL.add("flaky")
     env = _timer_env(STARTER_SCHEDULE="*/1 * * * * *", FLAKY_SCHEDULE="*/1 * * * * *")
     host = Host(tmp_path / "host.sqlite", free_port(), env, module="tests.apps.timer_app")
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    stop: asyncio.Event | None = None
-
-    async def main() -> None:
-        nonlocal stop
-        stop = asyncio.Event()
-        started = asyncio.Event()
-        task = asyncio.create_task(host.serve(started))
-        await started.wait()
-        ready.set()
-        await stop.wait()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
 
     def wait(name: str) -> bool:
         return timer_app.EVENTS[name].wait(15)
 
-    try:
-        assert ready.wait(20)
+    with serving(host) as thread:
         assert wait("on_boot")  # runOnStartup
         assert wait("flaky")  # fails every second …
         assert wait("started") and wait("echo")  # … while the starter's orchestration runs its activity
         assert host.timers is not None and host.timers.errors == {}
         starter = next(c for c in timer_app.CALLS if c["function"] == "starter")
         assert starter["past_due"] is False and starter["status"] == {}  # sub-minute: not monitored
-    finally:
-        assert stop is not None
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
     assert not thread.is_alive()
-    loop.close()
