@@ -55,7 +55,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -504,16 +504,45 @@ class LocalServing:
             if attempts >= MAX_START_ATTEMPTS:
                 return self._fail_locked(record_path, rec, directory / FRONT_LOG, "endpoint front")
             log.warning("endpoint front of %s (pid %s) is gone; restarting it", endpoint, rec.get("pid"))
-        if not _port_free(int(cfg["port"])):
-            cfg["port"] = _free_port(self._ports_in_use())
-            _write_json(directory / ENDPOINT_FILE, cfg)
-            log.warning("endpoint %s moves to port %d (its port was taken)", endpoint, cfg["port"])
-        started = self._spawn(FRONT_MODULE, ["--endpoint-dir", str(directory)], directory / FRONT_LOG)
+        return self._start_locked(
+            f"endpoint {endpoint}",
+            FRONT_MODULE,
+            ["--endpoint-dir", str(directory)],
+            directory / FRONT_LOG,
+            directory / ENDPOINT_FILE,
+            cfg,
+            record_path,
+            rec,
+            (attempts if died else 0) + 1,
+        )
+
+    def _start_locked(
+        self,
+        what: str,
+        module: str,
+        args: list[str],
+        log_path: Path,
+        config_path: Path,
+        config: Record,
+        record_path: Path,
+        rec: Record,
+        attempts: int,
+        on_port_move: Callable[[], object] | None = None,
+    ) -> Record:
+        """(Re)start a front or scoring server and record it: on a free port (moved, and its
+        config rewritten, if its own was taken), `attempts` counted, `provisioned` kept."""
+        if not _port_free(int(config["port"])):
+            config["port"] = _free_port(self._ports_in_use())
+            _write_json(config_path, config)
+            if on_port_move is not None:
+                on_port_move()
+            log.warning("%s moves to port %d (its port was taken)", what, config["port"])
+        started = self._spawn(module, args, log_path)
         rec = {
             **started,
-            "attempts": (attempts if died else 0) + 1,
+            "attempts": attempts,
             "provisioned": bool(rec.get("provisioned")),
-            "port": int(cfg["port"]),
+            "port": int(config["port"]),
         }
         _write_json(record_path, rec)
         return rec
@@ -721,20 +750,18 @@ class LocalServing:
             if attempts >= MAX_START_ATTEMPTS or not (rec.get("provisioned") or port_clash):
                 return self._fail_locked(record_path, rec, directory / SERVER_LOG, what)
             log.warning("%s (pid %s) is gone; restarting it", what, rec.get("pid"))
-        if not _port_free(int(dcfg["port"])):
-            dcfg["port"] = _free_port(self._ports_in_use())
-            _write_json(directory / DEPLOYMENT_FILE, dcfg)
-            self._sync_routes_locked(endpoint)
-            log.warning("%s moves to port %d (its port was taken)", what, dcfg["port"])
-        started = self._spawn(SERVER_MODULE, ["--deployment-dir", str(directory)], directory / SERVER_LOG)
-        rec = {
-            **started,
-            "attempts": (attempts if died else 0) + 1,
-            "provisioned": bool(rec.get("provisioned")),
-            "port": int(dcfg["port"]),
-        }
-        _write_json(record_path, rec)
-        return rec
+        return self._start_locked(
+            what,
+            SERVER_MODULE,
+            ["--deployment-dir", str(directory)],
+            directory / SERVER_LOG,
+            directory / DEPLOYMENT_FILE,
+            dcfg,
+            record_path,
+            rec,
+            (attempts if died else 0) + 1,
+            on_port_move=lambda: self._sync_routes_locked(endpoint),
+        )
 
     def begin_create_deployment(self, spec: DeploymentSpec) -> None:
         endpoint, deployment = spec.endpoint_name, spec.deployment_name
