@@ -3,7 +3,7 @@
     python -m bench.validate_bench [--quick] [--sizes 10,500] [--repeat N] [--workdir DIR] [--out FILE]
 
 Generates ultrachat_200k-shaped JSONL (deterministic, seeded, cached in the work directory), then
-times four contenders on each file, every run in its own subprocess so that peak RSS is per
+times five contenders on each file, every run in its own subprocess so that peak RSS is per
 contender:
 
 ``ours``
@@ -19,6 +19,12 @@ contender:
 ``load_dataset_checks``
     The same ``load_dataset`` call, then the same :class:`PlainReport` over every row of the
     Dataset.
+``decode_floor``
+    Not a competitor but a yardstick: what ``ours`` costs before it checks anything. The file
+    read the way ``ours`` reads it, cut into lines, and every line decoded by the same typed
+    msgspec decoder; no rule, no token count, no summary. No validator built on that decoder
+    can be faster, so ``load_dataset_checks`` / ``decode_floor`` is the ceiling of the
+    ``ours_vs_load_dataset_checks`` ratio (reported as ``ceilings``).
 
 Only the work is timed (after imports, inside the subprocess); for each contender the best wall
 time of ``--repeat`` runs is kept (the machine may be shared) and the worst peak RSS. Rounds are
@@ -67,12 +73,13 @@ ROLES = frozenset(("system", "user", "assistant"))
 SEED = 20240607
 GENERATOR_VERSION = 1  # bump when the generator changes, so cached files are not reused
 
-CONTENDERS = ("ours", "json_loads", "load_dataset", "load_dataset_checks")
+CONTENDERS = ("ours", "json_loads", "load_dataset", "load_dataset_checks", "decode_floor")
 LABELS = {
     "ours": "ours (validate_file)",
     "json_loads": "json.loads loop + checks",
     "load_dataset": "load_dataset alone",
     "load_dataset_checks": "load_dataset + checks",
+    "decode_floor": "floor: read + typed decode",
 }
 TARGETS = {  # ratio name -> (slower contender, minimum speed-up of ours)
     "ours_vs_json_loads": ("json_loads", 1.7),
@@ -294,11 +301,58 @@ def _run_load_dataset_checks(path: Path, max_tokens: int, scratch: Path) -> dict
     }
 
 
+def _run_decode_floor(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any]:
+    """``ours`` minus everything but reading and decoding: the same reader (1 MiB chunks into
+    reused buffers), lines cut and handed to the same strict typed decoder as zero-copy slices,
+    and nothing done with the result."""
+    import msgspec
+
+    from core.validation import _STRICT, _ChunkReader
+
+    decode = _STRICT.decode
+    rss0 = current_rss_mib()
+    t0, c0 = time.perf_counter(), time.process_time()
+    rows = decoded = 0
+    with open(path, "rb", buffering=0) as f:
+        read = _ChunkReader(f).read
+        carry = b""
+        while chunk := read():
+            first = chunk.find(b"\n")
+            if first < 0:
+                carry += chunk
+                continue
+            for buf, pos in ((carry + chunk[: first + 1], 0), (chunk, first + 1)):
+                view = memoryview(buf)
+                find = buf.find
+                while (nl := find(b"\n", pos)) >= 0:
+                    rows += 1
+                    try:
+                        decode(view[pos:nl])
+                        decoded += 1
+                    except (msgspec.DecodeError, UnicodeDecodeError):
+                        pass
+                    pos = nl + 1
+                view.release()
+            carry = bytes(chunk[pos:])
+        if carry:
+            rows += 1
+    t1, c1 = time.perf_counter(), time.process_time()
+    return {
+        "seconds": t1 - t0,
+        "cpu_seconds": c1 - c0,
+        "rss_after_import_mib": rss0,
+        "valid": None,  # it checks nothing
+        "rows": rows,
+        "decoded": decoded,
+    }
+
+
 WORKERS = {
     "ours": _run_ours,
     "json_loads": _run_json_loads,
     "load_dataset": _run_load_dataset,
     "load_dataset_checks": _run_load_dataset_checks,
+    "decode_floor": _run_decode_floor,
 }
 
 
@@ -656,6 +710,10 @@ def bench_size(label: str, path: Path, meta: dict[str, Any], repeat: int, workdi
     ratios = {
         ratio: round(contenders[other]["best_seconds"] / ours, 2) for ratio, (other, _) in TARGETS.items()
     }
+    floor = contenders["decode_floor"]["best_seconds"]
+    ceilings = {  # the best ratio any validator on this decoder could reach: checking nothing
+        ratio: round(contenders[other]["best_seconds"] / floor, 2) for ratio, (other, _) in TARGETS.items()
+    }
     cpu = contenders["ours"]["best_cpu_seconds"]
     cpu_ratios = {  # CPU time (all threads) instead of wall time: less sensitive to a busy machine
         ratio: round(contenders[other]["best_cpu_seconds"] / cpu, 2) for ratio, (other, _) in TARGETS.items()
@@ -668,6 +726,7 @@ def bench_size(label: str, path: Path, meta: dict[str, Any], repeat: int, workdi
         "contenders": contenders,
         "ratios": ratios,
         "cpu_time_ratios": cpu_ratios,
+        "ceilings": ceilings,
     }
 
 
@@ -682,6 +741,7 @@ def judge(sizes: list[dict[str, Any]]) -> dict[str, Any]:
             "target": f">= {minimum}",
             "met": value >= minimum,
             "value_by_cpu_time": big["cpu_time_ratios"][ratio],
+            "ceiling": big["ceilings"][ratio],
         }
     rss_big = big["contenders"]["ours"]["peak_rss_mib"]
     rss_small = small["contenders"]["ours"]["peak_rss_mib"]
@@ -779,8 +839,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "machine_busy":
             continue
         by_cpu = f"  (by CPU time {t['value_by_cpu_time']})" if "value_by_cpu_time" in t else ""
+        ceiling = f"  (ceiling: decode only {t['ceiling']})" if "ceiling" in t else ""
         verdict = "met" if t["met"] else "NOT MET"
-        print(f"  {name:<30} {t['value']:>8}  target {t['target']:<8}  {verdict}{by_cpu}")
+        print(f"  {name:<30} {t['value']:>8}  target {t['target']:<8}  {verdict}{by_cpu}{ceiling}")
     if not targets["machine_busy"]["met"]:
         print(
             f"  warning: the machine was busy (the json.loads loop's best run took "

@@ -95,6 +95,7 @@ import queue
 import re
 import threading
 from array import array
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -568,13 +569,13 @@ def _validate(
         while 0 < len(chunk) < 4 and (more := read()):  # enough bytes to sniff the format
             chunk = bytes(chunk) + more
         update(chunk)
-        fatal = _sniff_format(chunk)
+        fatal = _sniff_format(chunk[:4])
         if fatal is not None:
             while checksum and (chunk := read()):
                 update(chunk)
             add(0, "", fatal)
             return _report(name, errs, warnings, 0, 0, hasher.hexdigest(), token_method=token_method), seen
-        if chunk.startswith(_BOM):
+        if chunk[: len(_BOM)] == _BOM:
             chunk = chunk[len(_BOM) :]
             pos_in_file = len(_BOM)
             warnings.append(
@@ -634,32 +635,45 @@ def _validate(
             for buf, pos, buf_offset in segments:
                 view = memoryview(buf)
                 find = buf.find
+                # CRLF endings are looked for per segment: one memchr for "\r" (0.01 s per 500
+                # MB), and only if there is one, a count. The line loop leaves a line's "\r" to
+                # the decoder, for which it is trailing whitespace.
+                last = buf.rfind(b"\n") + 1
+                if (cr := buf.find(b"\r", pos, last)) >= 0 and (crlf := _count_crlf(buf, cr, last)):
+                    if not first_crlf:
+                        first_crlf = lineno + buf.count(b"\n", pos, buf.find(b"\r\n", pos)) + 1
+                    crlf_count += crlf
+                # Only a line longer than `watch` needs its exact length (without the "\r")
+                # looked at: it may be the longest so far, or over the limit.
+                watch = min(longest, limit)
                 while (nl := find(b"\n", pos)) >= 0:
                     start = pos
                     pos = nl + 1
                     lineno += 1
-                    if nl > start and buf[nl - 1] == 13:  # CRLF
-                        end = nl - 1
-                        crlf_count += 1
-                        if not first_crlf:
-                            first_crlf = lineno
-                    else:
-                        end = nl
-                    if end == start or (buf[start] in whitespace and buf[start:end].isspace()):
-                        blank_count += 1
-                        if not first_blank:
-                            first_blank = lineno
-                        continue
-                    if end - start > longest:
-                        longest, longest_line = end - start, lineno
-                    if end - start > limit:
-                        add(lineno, "", f"line is {end - start} bytes; limit 8 MiB")
-                        continue
-
-                    line = view[start:end]
+                    if nl - start > watch:
+                        end = nl - 1 if buf[nl - 1] == 13 else nl
+                        if end == start or (buf[start] in whitespace and buf[start:end].isspace()):
+                            blank_count += 1
+                            if not first_blank:
+                                first_blank = lineno
+                            continue
+                        if end - start > longest:
+                            longest, longest_line = end - start, lineno
+                            watch = min(longest, limit)
+                        if end - start > limit:
+                            add(lineno, "", f"line is {end - start} bytes; limit 8 MiB")
+                            continue
                     try:
-                        record = decode(line)
+                        record = decode(view[start:nl])
                     except _DECODE_ERRORS:
+                        # Blank lines are found here, as lines that do not decode: the common
+                        # line pays nothing for the check.
+                        if nl == start or buf[start:nl].isspace():
+                            blank_count += 1
+                            if not first_blank:
+                                first_blank = lineno
+                            continue
+                        line = view[start : nl - 1 if buf[nl - 1] == 13 else nl]
                         try:  # the strict decoder also rejects lines that merely have extra fields
                             record = _decode_relaxed(line)
                         except _DECODE_ERRORS as exc:
@@ -774,6 +788,17 @@ def _validate(
         turns=turns,
     )
     return report, seen
+
+
+def _count_crlf(buf: Any, start: int, end: int) -> int:
+    """The ``b"\\r\\n"`` in ``buf[start:end]``, found one by one: ``bytearray.count`` of a
+    two-byte pattern runs at 1.3 GB/s, slower than the validator (0.37 s per 500 MB)."""
+    count = 0
+    find = buf.find
+    while (start := find(b"\r\n", start, end)) >= 0:
+        count += 1
+        start += 2
+    return count
 
 
 class _ChunkReader:
@@ -932,21 +957,21 @@ def _passes(messages: list[_Message], max_tokens: int) -> tuple[int, int, int] |
     (:func:`_role_counts` turns it back into counts). The fingerprint is :func:`_fingerprint`,
     from the lengths measured for the estimate.
     """
-    size = fingerprint = 0  # size: sum of ceil(utf8_bytes / 2)
+    size = fingerprint = 0  # size: sum of utf8_bytes rounded up to even, i.e. 2 * ceil(bytes / 2)
     prev = ""
     for message in messages:
         content = message.content
         if not content or content.isspace():
             return None
         n = len(content) if content.isascii() else len(content.encode())
-        size += (n + 1) >> 1
-        fingerprint = fingerprint * _FP_PRIME ^ n
+        size += n + (n & 1)
+        fingerprint = fingerprint * 1_000_003 ^ n  # _FP_PRIME, a constant here: this is the hot loop
         role = message.role
         if role == prev or (role == "system" and prev):  # repeated role, or system not first
             return None
         prev = role
     count = len(messages)
-    tokens = size + TEMPLATE_TOKENS_PER_MESSAGE * count + END_OF_TEXT_TOKENS
+    tokens = (size >> 1) + TEMPLATE_TOKENS_PER_MESSAGE * count + END_OF_TEXT_TOKENS
     has_system = messages[0].role == "system" if count else False
     if prev != "assistant" or count - has_system < 2 or tokens > max_tokens:
         return None
@@ -1171,24 +1196,32 @@ def _find_surrogate(value: object, path: str) -> str | None:
     return None
 
 
-def _percentile(ordered: list[int], pct: int) -> int:
-    """Nearest-rank percentile of a sorted, non-empty list: the smallest value with at least
-    `pct` % of the values at or below it."""
-    rank = -(-pct * len(ordered) // 100)  # ceil(pct * n / 100), exact in integers
-    return ordered[max(rank, 1) - 1]
+def _percentile(histogram: Counter[int], pct: int) -> int:
+    """Nearest-rank percentile of the values counted in a non-empty ``histogram``: the smallest
+    value with at least ``pct`` % of the values at or below it."""
+    rank = max(-(-pct * histogram.total() // 100), 1)  # ceil(pct * n / 100), exact in integers
+    below = 0
+    for value in sorted(histogram):
+        below += histogram[value]
+        if below >= rank:
+            return value
+    raise AssertionError("unreachable: the last value has all the values at or below it")
 
 
 def _token_stats(counts: list[int], lines: Sequence[int]) -> TokenStats:
-    """Token statistics of the valid examples; ``lines[i]`` is the line of ``counts[i]``."""
+    """Token statistics of the valid examples; ``lines[i]`` is the line of ``counts[i]``.
+
+    Percentiles come from a histogram (counted in C; at most ``max_tokens`` distinct values), not
+    a sort: 4 ms instead of 12 ms for 110k examples."""
     if not counts:
         return TokenStats()
     tok_max = max(counts)
     tok_max_line = lines[counts.index(tok_max)]
-    counts.sort()
+    histogram = Counter(counts)
     return TokenStats(
         total=sum(counts),
-        p50=_percentile(counts, 50),
-        p95=_percentile(counts, 95),
+        p50=_percentile(histogram, 50),
+        p95=_percentile(histogram, 95),
         max=tok_max,
         max_line=tok_max_line,
     )

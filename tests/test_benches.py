@@ -37,7 +37,7 @@ def test_validate_bench_quick(tmp_path: Path):
     assert result["bench"] == "validate" and result["quick"] is True
     assert {"cpu_model", "cores", "ram_gib", "python", "packages"} <= set(result["machine"])
     assert [s["label"] for s in result["sizes"]] == ["1 MB", "5 MB"]
-    contenders = {"ours", "json_loads", "load_dataset", "load_dataset_checks"}
+    contenders = {"ours", "json_loads", "load_dataset", "load_dataset_checks", "decode_floor"}
     for size in result["sizes"]:
         assert size["file"]["bytes"] >= 1_000_000 and size["file"]["lines"] == size["verdict"]["rows"]
         assert 0 < size["verdict"]["invalid"] < size["verdict"]["rows"]  # the file has broken lines too
@@ -48,12 +48,13 @@ def test_validate_bench_quick(tmp_path: Path):
             assert len(c["runs"]) == 1
             assert c["rows"] == size["verdict"]["rows"]
             # Same verdict from every contender that checks anything.
-            assert c["valid"] == (None if name == "load_dataset" else size["verdict"]["valid"])
-        assert set(size["ratios"]) == {
-            "ours_vs_json_loads",
-            "ours_vs_load_dataset_checks",
-            "ours_vs_load_dataset",
-        }
+            checks_nothing = name in ("load_dataset", "decode_floor")
+            assert c["valid"] == (None if checks_nothing else size["verdict"]["valid"])
+        # The floor decoded every line that ours found valid, and more (rule breakers decode).
+        assert size["contenders"]["decode_floor"]["runs"][0]["decoded"] >= size["verdict"]["valid"]
+        ratios = {"ours_vs_json_loads", "ours_vs_load_dataset_checks", "ours_vs_load_dataset"}
+        assert set(size["ratios"]) == set(size["ceilings"]) == ratios
+        assert all(value > 0 for value in size["ceilings"].values())
     assert set(result["targets"]) == {
         "ours_vs_json_loads",
         "ours_vs_load_dataset_checks",
@@ -62,6 +63,7 @@ def test_validate_bench_quick(tmp_path: Path):
         "machine_busy",
     }
     assert all(isinstance(t["met"], bool) for t in result["targets"].values())
+    assert "ceiling" in result["targets"]["ours_vs_load_dataset_checks"]
     # The generated files are cached for the next run, with their description.
     assert len(list((tmp_path / "data").glob("*.jsonl"))) == 2
     assert len(list((tmp_path / "data").glob("*.meta.json"))) == 2

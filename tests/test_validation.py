@@ -9,6 +9,7 @@ import math
 import re
 import threading
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -300,10 +301,12 @@ def test_no_trailing_newline_still_counts_last_line(tmp_path: Path) -> None:
 
 
 def test_percentiles_nearest_rank() -> None:
-    assert validation._percentile([1, 2, 3, 4], 50) == 2
-    assert validation._percentile([1, 2, 3, 4], 95) == 4
-    assert validation._percentile([7], 95) == 7
-    assert validation._percentile(list(range(1, 101)), 95) == 95
+    assert validation._percentile(Counter([4, 2, 3, 1]), 50) == 2
+    assert validation._percentile(Counter([1, 2, 3, 4]), 95) == 4
+    assert validation._percentile(Counter([7]), 95) == 7
+    assert validation._percentile(Counter([5, 5, 5, 9]), 75) == 5
+    assert validation._percentile(Counter([5, 5, 5, 9]), 76) == 9
+    assert validation._percentile(Counter(range(1, 101)), 95) == 95
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1000])
@@ -319,6 +322,33 @@ def test_tiny_chunks_give_the_same_report(
     assert where(expected) == [(33, "messages"), (34, "")]
     assert expected.examples == 31 and expected.lines == 35
     assert expected.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64, 1 << 20])
+def test_line_bookkeeping_matches_a_plain_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """CRLF lines, blank lines and the longest line are found per segment or only on lines
+    longer than the longest so far; they must still agree with reading the lines one by one."""
+    long_crlf = conv(("user", "x" * 300), ("assistant", "y")) + b"\r"
+    lines = [GOOD, GOOD + b"\r", b"", b" \t " * 200, b"\r", GOOD_SYS, long_crlf, b"   ", GOOD + b"\r", GOOD]
+    path = write(tmp_path, b"\n".join(lines) + b"\n")
+    monkeypatch.setattr(validation, "_CHUNK", chunk)
+    report = validate_file(path)
+
+    crlf = [i for i, line in enumerate(lines, 1) if line.endswith(b"\r")]
+    blank = [i for i, line in enumerate(lines, 1) if not line.strip()]
+    sizes = {i: len(line.rstrip(b"\r")) for i, line in enumerate(lines, 1) if line.strip()}
+    longest = max(sizes, key=lambda i: (sizes[i], -i))
+    messages = [w.message for w in report.warnings]
+    assert f"{len(crlf)} line(s) end with CRLF (\\r\\n), first at line {crlf[0]}" in messages[1]
+    assert messages[0] == f"{len(blank)} blank line(s) skipped (first at line {blank[0]})"
+    assert (
+        (report.longest_line, report.longest_line_bytes)
+        == (longest, sizes[longest])
+        == (7, len(long_crlf) - 1)
+    )
+    assert report.ok and report.examples == len(lines) - len(blank)
 
 
 # --- over-long lines: bounded memory ----------------------------------------------------------
