@@ -329,13 +329,40 @@ def _recorded_state(endpoint_cfg: Record, record_path: Path) -> ProvisioningStat
     return ProvisioningState.SUCCEEDED if rec.get("provisioned") else ProvisioningState.CREATING
 
 
+SERVER_PORTS_FROM = 20000  # lowest port given to a front or scoring server (Azurite has 10000-10002)
+
+
+def _ephemeral_ports() -> range:
+    """The ports the kernel gives as the source of outgoing connections: Linux's
+    ``ip_local_port_range``, elsewhere the IANA range 49152-65535."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(49152, 65536)
+    return range(low, high + 1)
+
+
 def _free_port(exclude: set[int]) -> int:
+    """A free loopback port for a server, below the ephemeral range when there is room.
+
+    A port from the ephemeral range (what binding port 0 gives) can be handed, the moment its
+    server dies, to any process's outgoing connection as its source port; the restarted server
+    then cannot have it back and must move, which breaks the connection's URL (seen in CI)."""
+    ephemeral = _ephemeral_ports()
+    below = range(SERVER_PORTS_FROM, ephemeral.start)
+    choose = secrets.SystemRandom().choice
     for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in exclude:
-            return port
+        if len(below) >= 1000:
+            port = choose(below)
+            if port in exclude or not _port_free(port):
+                continue
+        else:  # no room below the ephemeral range: let the kernel pick
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port in exclude:
+                continue
+        return port
     raise RuntimeError("no free loopback port")
 
 

@@ -22,9 +22,11 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+import localml.serving as serving_module
 from backends.base import ConnectionStore, ServingBackend
 from core.models import DeploymentSpec, ModelRef, ProvisioningState
 from core.payload import promptflow_payload
+from localml.endpoint_front import ENDPOINT_FILE
 from localml.paths import RunPaths
 from localml.scoring_server import ECHO_DELAY_ENV, ECHO_LOADER, PayloadError, parse_payload
 from localml.serving import PROJECT_ROOT, LocalServing, keyring_file, promptflow_env
@@ -407,6 +409,25 @@ def test_killed_front_and_server_are_restarted_on_the_same_port(blue_green: Loca
     after = blue_green.processes()
     assert after[ENDPOINT] != front and after[f"{ENDPOINT}/blue"] != blue
     assert blue_green.score(ENDPOINT, None, promptflow_payload("back")).output == "back"
+
+
+def test_server_ports_come_from_below_the_ephemeral_range(
+    blue_green: LocalServing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A port from the ephemeral range can become some connection's source port as soon as its
+    server dies, and the restarted server would then have to move (the test above once failed
+    that way). Servers get ports the kernel never hands out by itself."""
+    ephemeral = serving_module._ephemeral_ports()
+    config = json.loads((blue_green._endpoint_dir(ENDPOINT) / ENDPOINT_FILE).read_text())
+    ports = [config["port"], *(d["port"] for d in config["deployments"].values())]
+    assert len(ports) == 3  # the front, blue and green
+    assert all(serving_module.SERVER_PORTS_FROM <= port < ephemeral.start for port in ports)
+    taken = {serving_module._free_port(set()) for _ in range(20)}
+    assert all(serving_module.SERVER_PORTS_FROM <= port < ephemeral.start for port in taken)
+    assert serving_module._free_port(taken) not in taken
+    # No room below the range (a kernel configured to use nearly all ports): the kernel picks.
+    monkeypatch.setattr(serving_module, "_ephemeral_ports", lambda: range(20500, 65536))
+    assert serving_module._free_port(set()) >= 20500
 
 
 def test_score_brings_a_dead_deployment_back_before_sending(blue_green: LocalServing) -> None:
