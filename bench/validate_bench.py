@@ -201,32 +201,49 @@ def _reject_constant(name: str) -> Any:
 # --- contenders (each runs in its own subprocess) -----------------------------------------------
 
 
+class _Clock:
+    """Times a contender's work, in wall and CPU seconds, from when it is made to :meth:`stop`,
+    and notes the RSS at the start (after imports)."""
+
+    def __init__(self) -> None:
+        self.rss_after_import_mib = current_rss_mib()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.seconds = self.cpu_seconds = 0.0
+
+    def stop(self) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        self.cpu_seconds = time.process_time() - self.c0
+
+    def result(self, **fields: Any) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "rss_after_import_mib": self.rss_after_import_mib,
+            **fields,
+        }
+
+
 def _run_ours(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any]:
     from core.validation import validate_file
 
-    rss0 = current_rss_mib()
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = _Clock()
     report = validate_file(path, display_name=path.name, max_tokens=max_tokens, max_errors=50)
-    t1, c1 = time.perf_counter(), time.process_time()
-    return {
-        "seconds": t1 - t0,
-        "cpu_seconds": c1 - c0,
-        "rss_after_import_mib": rss0,
-        "valid": report.examples,
-        "rows": report.lines,
-        "error_count": report.error_count,
-        "duplicates": report.duplicates,
-        "tokens_total": report.tokens.total,
-        "tokens_p50": report.tokens.p50,
-        "tokens_p95": report.tokens.p95,
-        "tokens_max": report.tokens.max,
-    }
+    clock.stop()
+    return clock.result(
+        valid=report.examples,
+        rows=report.lines,
+        error_count=report.error_count,
+        duplicates=report.duplicates,
+        tokens_total=report.tokens.total,
+        tokens_p50=report.tokens.p50,
+        tokens_p95=report.tokens.p95,
+        tokens_max=report.tokens.max,
+    )
 
 
 def _run_json_loads(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any]:
     loads = json.loads
-    rss0 = current_rss_mib()
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = _Clock()
     rows = 0
     plain = PlainReport(max_tokens)
     with open(path, "rb") as f:
@@ -244,14 +261,8 @@ def _run_json_loads(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any
                 continue
             plain.add(lineno, obj.get("messages") if isinstance(obj, dict) else None)
     result = plain.result()
-    t1, c1 = time.perf_counter(), time.process_time()
-    return {
-        "seconds": t1 - t0,
-        "cpu_seconds": c1 - c0,
-        "rss_after_import_mib": rss0,
-        "rows": rows,
-        **result,
-    }
+    clock.stop()
+    return clock.result(rows=rows, **result)
 
 
 def _load_dataset(path: Path, scratch: Path) -> Any:
@@ -265,40 +276,27 @@ def _load_dataset(path: Path, scratch: Path) -> Any:
 def _run_load_dataset(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any]:
     import datasets  # noqa: F401  (imported before the clock starts, as for every contender)
 
-    rss0 = current_rss_mib()
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = _Clock()
     ds = _load_dataset(path, scratch)
-    t1, c1 = time.perf_counter(), time.process_time()
-    return {
-        "seconds": t1 - t0,
-        "cpu_seconds": c1 - c0,
-        "rss_after_import_mib": rss0,
-        "valid": None,  # it checks nothing
-        "rows": ds.num_rows,
-    }
+    clock.stop()
+    return clock.result(valid=None, rows=ds.num_rows)  # valid: it checks nothing
 
 
 def _run_load_dataset_checks(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any]:
     import datasets  # noqa: F401
 
-    rss0 = current_rss_mib()
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = _Clock()
     ds = _load_dataset(path, scratch)
     t_loaded = time.perf_counter()
     plain = PlainReport(max_tokens)
     for row, example in enumerate(ds, 1):  # rows, not lines: the Dataset has no line numbers
         plain.add(row, example["messages"])
     result = plain.result()
-    t1, c1 = time.perf_counter(), time.process_time()
-    return {
-        "seconds": t1 - t0,
-        "cpu_seconds": c1 - c0,
-        "load_seconds": t_loaded - t0,
-        "check_seconds": t1 - t_loaded,
-        "rss_after_import_mib": rss0,
-        "rows": ds.num_rows,
-        **result,
-    }
+    clock.stop()
+    load_seconds = t_loaded - clock.t0
+    return clock.result(
+        load_seconds=load_seconds, check_seconds=clock.seconds - load_seconds, rows=ds.num_rows, **result
+    )
 
 
 def _run_decode_floor(path: Path, max_tokens: int, scratch: Path) -> dict[str, Any]:
@@ -310,8 +308,7 @@ def _run_decode_floor(path: Path, max_tokens: int, scratch: Path) -> dict[str, A
     from core.validation import _STRICT, _ChunkReader
 
     decode = _STRICT.decode
-    rss0 = current_rss_mib()
-    t0, c0 = time.perf_counter(), time.process_time()
+    clock = _Clock()
     rows = decoded = 0
     with open(path, "rb", buffering=0) as f:
         read = _ChunkReader(f).read
@@ -336,15 +333,12 @@ def _run_decode_floor(path: Path, max_tokens: int, scratch: Path) -> dict[str, A
             carry = bytes(chunk[pos:])
         if carry:
             rows += 1
-    t1, c1 = time.perf_counter(), time.process_time()
-    return {
-        "seconds": t1 - t0,
-        "cpu_seconds": c1 - c0,
-        "rss_after_import_mib": rss0,
-        "valid": None,  # it checks nothing
-        "rows": rows,
-        "decoded": decoded,
-    }
+    clock.stop()
+    return clock.result(
+        valid=None,  # it checks nothing
+        rows=rows,
+        decoded=decoded,
+    )
 
 
 WORKERS = {
