@@ -569,13 +569,13 @@ def _validate(
         while 0 < len(chunk) < 4 and (more := read()):  # enough bytes to sniff the format
             chunk = bytes(chunk) + more
         update(chunk)
-        fatal = _sniff_format(chunk[:4])
+        fatal = _sniff_format(chunk)
         if fatal is not None:
             while checksum and (chunk := read()):
                 update(chunk)
             add(0, "", fatal)
             return _report(name, errs, warnings, 0, 0, hasher.hexdigest(), token_method=token_method), seen
-        if chunk[: len(_BOM)] == _BOM:
+        if chunk.startswith(_BOM):
             chunk = chunk[len(_BOM) :]
             pos_in_file = len(_BOM)
             warnings.append(
@@ -965,7 +965,7 @@ def _passes(messages: list[_Message], max_tokens: int) -> tuple[int, int, int] |
             return None
         n = len(content) if content.isascii() else len(content.encode())
         size += n + (n & 1)
-        fingerprint = fingerprint * 1_000_003 ^ n  # _FP_PRIME, a constant here: this is the hot loop
+        fingerprint = fingerprint * _FP_PRIME ^ n
         role = message.role
         if role == prev or (role == "system" and prev):  # repeated role, or system not first
             return None
