@@ -20,7 +20,7 @@ from core.settings import Settings
 from orchestrators.state import RunInput
 from tests.fakes import FakeAzure, ultrachat_lines
 
-pytest_plugins = ["tests.azurite"]
+pytest_plugins = ["tests.azurite", "tests.azureml_emulator"]
 
 
 def _functions() -> dict[str, Any]:
