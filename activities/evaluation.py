@@ -18,28 +18,29 @@ from backends.registry import current
 from core.evaluation import load_sample, score, shorten
 from core.models import BlobRef, ExampleScore, ModelRef, ScoreResult
 from core.payload import chat_payload
+from core.scoring import Scorer
+from core.settings import EVAL_BUSY_BACKOFF_S, get_settings
 
 BUSY = frozenset({408, 429, 503})  # the endpoint is saturated (Azure: "too many pending requests")
-BACKOFF_S = (1.0, 2.0, 4.0)  # waits before the retries of a busy answer
 
 
-def _ask(endpoint: str, deployment: str, payload: dict[str, Any]) -> ScoreResult:
-    """One scoring call, retried while the endpoint says it is busy; an unreachable endpoint or a
-    timeout is a failed call (scored 0), not an error of the batch."""
-    serving = current().serving
+def _ask(scorer: Scorer, deployment: str, payload: dict[str, Any], attempts: int) -> ScoreResult:
+    """One scoring call, retried (up to `attempts` in all) while the endpoint says it is busy; an
+    unreachable endpoint or a timeout is a failed call (scored 0), not an error of the batch."""
 
     def once() -> ScoreResult:
         try:
-            return serving.score(endpoint, deployment, payload)
+            return scorer(deployment, payload)
         except ConnectionError as exc:
             return ScoreResult(ok=False, error=str(exc)[:300])
 
-    for wait in BACKOFF_S:
-        result = once()
+    result = once()
+    for wait in EVAL_BUSY_BACKOFF_S[: attempts - 1]:
         if result.ok or result.status_code not in BUSY:
-            return result
+            break
         time.sleep(wait)
-    return once()
+        result = once()
+    return result
 
 
 @activity
@@ -55,9 +56,14 @@ def evaluate_batch(payload: Payload) -> list[dict[str, Any]]:
         path = Path(tmp) / "validation.jsonl"
         current().datasets.download(validation, path)
         sample = load_sample(path, int(payload["sample_size"]), int(payload["seed"]))
+    settings = get_settings()
+    # The endpoint's key and scoring URI are read once for the whole batch. The batch's worst case
+    # (every call timing out on every attempt) fits the host's functionTimeout: Settings checks it.
+    scorer = current().serving.scorer(payload["endpoint"], timeout_s=settings.EVAL_SCORE_TIMEOUT_S)
     scores = []
     for example in sample[batch * size : (batch + 1) * size]:
-        result = _ask(payload["endpoint"], payload["deployment"], chat_payload(example.messages))
+        messages = chat_payload(example.messages)
+        result = _ask(scorer, payload["deployment"], messages, settings.EVAL_SCORE_ATTEMPTS)
         answer = result.output or ""
         combined, rouge_l, token_f1 = score(answer, example.reference) if result.ok else (0.0, 0.0, 0.0)
         last_user = next((m["content"] for m in reversed(example.messages) if m["role"] == "user"), "")

@@ -118,7 +118,7 @@ class Emulator:
         if spec_key and not self.validator.declared_status(
             request.method, request.path, api_version, response.status
         ):
-            problem = f"{request.method} {request.path} {api_version}: answered {response.status}, not a declared response"
+            problem = f"{request.method} {request.path} {api_version}: answered {response.status}, undeclared"
             self.validation_errors.append(problem)
             return arm_error(ServiceError(500, "EmulatorSpecViolation", problem))
         return response
@@ -522,7 +522,7 @@ class Emulator:
 
 def _usage(sub: str, loc: str, family: str, label: str, current: int, limit: int) -> Json:
     return {
-        "id": f"/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/locations/{loc}/usages/{family}",
+        "id": f"/subscriptions/{sub}/{PROVIDER}/locations/{loc}/usages/{family}",
         "aml_workspace_location": loc,
         "type": "Microsoft.MachineLearningServices/totalCores/usages",
         "unit": "Count",

@@ -718,7 +718,7 @@ class World:
                 dep.failure = (
                     "ResourceNotReady",
                     f"User container has crashed or terminated: liveness probe failed after {window:.0f} s; "
-                    f"the model needs {dep.script.load_seconds:.0f} s to load. Increase livenessProbe.initialDelay.",
+                    f"the model needs {dep.script.load_seconds:.0f} s to load; raise the initialDelay.",
                 )
         dep.reads += 1
 

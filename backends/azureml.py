@@ -42,6 +42,7 @@ from azure.ai.ml.entities import (
     OnlineDeployment,
     OnlineEndpoint,
     OnlineRequestSettings,
+    ProbeSettings,
     WorkspaceConnection,
 )
 from azure.ai.ml.exceptions import ValidationErrorType, ValidationException
@@ -66,7 +67,7 @@ from core.models import (
 )
 from core.naming import APP_TAG, CREATED_BY_TAG
 from core.preflight import PreflightCheck, PreflightReport, endpoint_name_check
-from core.scoring import post_score
+from core.scoring import Scorer, post_score
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,7 @@ REGISTERED_MODEL_OUTPUT = "registered_model"
 # Lineage tag put on every model this backend registers or adopts; also how a retry finds it.
 JOB_TAG = "job_name"
 SCORE_TIMEOUT_S = 90.0
-# Managed online deployments time a request out after 5 s by default; a 128-token generation can
-# take longer, so allow as long as our client waits.
-DEPLOYMENT_REQUEST_TIMEOUT_MS = 90_000
+ENDPOINT_PROBE_TIMEOUT_S = 10.0
 MAX_ERROR_CHARS = 300
 # Metadata that makes Prompt flow read a CustomKeys workspace connection as a `CustomConnection`.
 PROMPTFLOW_CONNECTION_TYPE = {
@@ -323,14 +322,24 @@ def _version_key(version: str) -> tuple[int, int, str]:
     return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
 
-def job_state(raw_status: str | None) -> JobState:
-    """Map an Azure ML job status string to our JobState; unknown or missing -> QUEUED."""
-    return _JOB_STATE_CI.get((raw_status or "").lower(), JobState.QUEUED)
+def enum_value(raw: Any) -> str:
+    """The wire value of an SDK field that may be an enum: azure-ai-ml returns `JobStatus`,
+    provisioning states and the like as `(str, Enum)` members, whose `str()` on Python 3.11 is
+    "JobStatus.COMPLETED", not "Completed". None -> ""."""
+    if raw is None:
+        return ""
+    return str(getattr(raw, "value", raw))
 
 
-def provisioning_state(raw: str | None) -> ProvisioningState:
-    """Map an endpoint/deployment provisioning state (any case) to ours; unknown -> CREATING."""
-    return PROVISIONING_STATE_BY_STATUS.get((raw or "").lower(), ProvisioningState.CREATING)
+def job_state(raw_status: Any) -> JobState:
+    """Map an Azure ML job status (string or SDK enum) to our JobState; unknown or missing -> QUEUED."""
+    return _JOB_STATE_CI.get(enum_value(raw_status).lower(), JobState.QUEUED)
+
+
+def provisioning_state(raw: Any) -> ProvisioningState:
+    """Map an endpoint/deployment provisioning state (any case, string or enum) to ours;
+    unknown -> CREATING."""
+    return PROVISIONING_STATE_BY_STATUS.get(enum_value(raw).lower(), ProvisioningState.CREATING)
 
 
 def _task_type(task: str) -> str:
@@ -377,6 +386,8 @@ RESERVE_EXEMPT_SIZES = frozenset(
 # Model tag by which the azureml registry lists the VM sizes fine-tuning of a foundation model
 # supports (a Python-literal list of size names; the Phi-3 cookbook reads it the same way).
 FINETUNE_ALLOW_LIST_TAG = "finetune_compute_allow_list"
+# ... and the sizes it can be served on (the same tag family; Azure/azureml-assets spec.yaml).
+INFERENCE_ALLOW_LIST_TAG = "inference_compute_allow_list"
 # 4xx answers that are worth retrying (the activity retry policy does it): not check failures.
 _RETRYABLE_4XX = frozenset({408, 429})
 _DEDICATED_SUFFIX = "clusterdedicatedvcpus"
@@ -554,9 +565,12 @@ def quota_check(
     )
 
 
-def finetune_allow_list(model: Any) -> list[str] | None:
-    """The VM sizes the registry says fine-tuning of `model` supports, or None if it does not say."""
-    raw = (getattr(model, "tags", None) or {}).get(FINETUNE_ALLOW_LIST_TAG)
+def allow_list(model: Any, tag: str) -> list[str] | None:
+    """The VM sizes a registry model's `tag` (FINETUNE_ALLOW_LIST_TAG or INFERENCE_ALLOW_LIST_TAG)
+    allows, or None if it does not say. The service returns the list as a Python-literal string
+    ("['Standard_NC24ads_A100_v4', ...]", read with ast.literal_eval as the Phi-3 cookbook does);
+    the bare form of the asset's spec.yaml ("[Standard_NC24ads_A100_v4, ...]") is read too."""
+    raw = (getattr(model, "tags", None) or {}).get(tag)
     if not raw:
         return None
     items: Any = raw
@@ -564,11 +578,16 @@ def finetune_allow_list(model: Any) -> list[str] | None:
         try:
             items = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            return None
+            items = [part.strip(" '\"") for part in raw.strip().strip("[]").split(",")]
     if not isinstance(items, list | tuple):
         return None
     names = [i for i in items if isinstance(i, str) and i]
     return None if not names or "*" in names else names
+
+
+def finetune_allow_list(model: Any) -> list[str] | None:
+    """The VM sizes the registry says fine-tuning of `model` supports, or None if it does not say."""
+    return allow_list(model, FINETUNE_ALLOW_LIST_TAG)
 
 
 def _instance_check(
@@ -592,9 +611,14 @@ def _instance_check(
             "workspace in another region"
         )
     if allow is not None and instance_type.lower() not in {a.lower() for a in allow}:
+        tag, purpose = (
+            (INFERENCE_ALLOW_LIST_TAG, "serving")
+            if setting == "SERVING_INSTANCE_TYPE"
+            else (FINETUNE_ALLOW_LIST_TAG, "fine-tuning")
+        )
         problems.append(
-            f"the base model supports fine-tuning only on {', '.join(allow)} (its {FINETUNE_ALLOW_LIST_TAG} "
-            f"tag): set {setting} to one of them"
+            f"{instance_type} is not supported by the base model for {purpose}; it supports "
+            f"{', '.join(allow)} (its {tag} tag): set {setting} to one of them"
         )
     if problems:
         return PreflightCheck(name=name, ok=False, detail="; ".join(problems))
@@ -624,6 +648,22 @@ def _client_fault(exc: BaseException) -> str | None:
         if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:
             return redact.shorten(f"HTTP {status}: {exc.reason or exc.message}", MAX_ERROR_CHARS)
     return None
+
+
+class ModelNotRegisteredYet(RuntimeError):
+    """The job completed and registers its model itself, which has not appeared yet (transient)."""
+
+
+def job_output_uri(job_name: str, output: str) -> str:
+    return f"azureml://jobs/{job_name}/outputs/{output}"
+
+
+def _auto_registered_name(job: Any) -> str | None:
+    """The model name the job registers its `registered_model` output under (the fine-tuning
+    job's output_model_name_prefix, REST `assetName`), or None if it registers nothing."""
+    output = (getattr(job, "outputs", None) or {}).get(REGISTERED_MODEL_OUTPUT)
+    name = getattr(output, "name", None)
+    return str(name) if name else None
 
 
 class _CustomKeysCredentials:
@@ -678,6 +718,7 @@ class AzureMLBackend:
         self._http = http
         self._credential: Any = None
         self._mlflow_tracking_uri: str | None = None
+        self._workspace_region: str | None = None
 
     # ------------------------------------------------------------------ clients (lazy)
 
@@ -727,7 +768,7 @@ class AzureMLBackend:
         except ResourceNotFoundError:
             existing = None
         if existing is not None:
-            log.info("fine-tuning job %s already exists (%s)", spec.job_name, existing.status)
+            log.info("fine-tuning job %s already exists (%s)", spec.job_name, enum_value(existing.status))
             return str(existing.name or spec.job_name)
 
         job = create_finetuning_job(
@@ -763,7 +804,7 @@ class AzureMLBackend:
 
     def get_job(self, job_name: str) -> JobInfo:
         job = self._ml.jobs.get(job_name)
-        raw = str(job.status or "Unknown")
+        raw = enum_value(job.status) or "Unknown"
         state = job_state(raw)
         error = self._job_error(job_name, raw) if state is JobState.FAILED else None
         return JobInfo(
@@ -800,7 +841,7 @@ class AzureMLBackend:
             job = self._ml.jobs.get(job_name)
         except ResourceNotFoundError:
             return
-        raw = str(job.status or "")
+        raw = enum_value(job.status)
         if job_state(raw).terminal or raw.lower() == "cancelrequested":
             return
         try:
@@ -810,7 +851,7 @@ class AzureMLBackend:
         except HttpResponseError as e:
             # The job may have reached a terminal state between get and cancel (service answers 4xx).
             if e.status_code is not None and 400 <= e.status_code < 500:
-                again = str(self._ml.jobs.get(job_name).status or "")
+                again = enum_value(self._ml.jobs.get(job_name).status)
                 if job_state(again).terminal or again.lower() == "cancelrequested":
                     return
             raise
@@ -818,13 +859,20 @@ class AzureMLBackend:
     def register_model(self, job_name: str, model_name: str, tags: dict[str, str]) -> ModelRef:
         wanted = {**tags, JOB_TAG: job_name}
         job = self._ml.jobs.get(job_name)
-        status = str(job.status or "")
+        status = enum_value(job.status)
         if job_state(status) is not JobState.COMPLETED:
             raise RuntimeError(
                 f"job {job_name} is {status or 'unknown'}, not Completed: no model to register"
             )
 
+        auto_name = _auto_registered_name(job)
         found = self._find_auto_registered(job, job_name)
+        if found is None and auto_name:
+            # The job registers its model itself, a little after it completes: registering it here
+            # too would make a second version of the same weights. Raised for the activity retry.
+            raise ModelNotRegisteredYet(
+                f"job {job_name} completed but its model {auto_name} is not registered yet; retrying"
+            )
         if found is None:
             found = self._find_tagged(model_name, job_name)
         if found is not None:
@@ -834,9 +882,11 @@ class AzureMLBackend:
             return ref
 
         model = Model(
-            # Named job output form: azureml://jobs/<job>/outputs/<output> (Azure ML docs,
-            # "Register a model from a job output"); the SDK's JOB_URI_FORMAT adds /paths/<p>.
-            path=f"azureml://jobs/{job_name}/outputs/{REGISTERED_MODEL_OUTPUT}",
+            # The whole named output (the MLflow model is its root): azureml://jobs/<job>/outputs/<output>,
+            # the form Microsoft's fine-tuning samples register from (e.g. the Phi-3 cookbook's
+            # "azureml://jobs/{0}/outputs/{1}"). The docs' azureml://jobs/<job>/outputs/<output>/paths/<p>
+            # (the SDK's JOB_URI_FORMAT) addresses a path inside the output and needs a non-empty <p>.
+            path=job_output_uri(job_name, REGISTERED_MODEL_OUTPUT),
             type=AssetTypes.MLFLOW_MODEL,
             name=model_name,
             tags=wanted,
@@ -848,11 +898,10 @@ class AzureMLBackend:
         return ref
 
     def _find_auto_registered(self, job: Any, job_name: str) -> Model | None:
-        outputs = getattr(job, "outputs", None) or {}
-        output = outputs.get(REGISTERED_MODEL_OUTPUT)
-        name = getattr(output, "name", None)
+        name = _auto_registered_name(job)
         if not name:
             return None
+        output = (getattr(job, "outputs", None) or {}).get(REGISTERED_MODEL_OUTPUT)
         version = getattr(output, "version", None)
         if version:
             try:
@@ -1168,12 +1217,25 @@ class AzureMLBackend:
             model=f"azureml:{spec.model.name}:{spec.model.version}",
             instance_type=spec.instance_type,
             instance_count=spec.instance_count,
-            request_settings=OnlineRequestSettings(request_timeout_ms=DEPLOYMENT_REQUEST_TIMEOUT_MS),
+            request_settings=OnlineRequestSettings(
+                request_timeout_ms=self._settings.SERVING_REQUEST_TIMEOUT_MS
+            ),
+            liveness_probe=self._probe(),
+            readiness_probe=self._probe(),
             tags=dict(spec.tags),
         )
         # A new deployment gets no traffic until set_traffic is called.
         self._ml.online_deployments.begin_create_or_update(deployment)  # poller not awaited
         log.info("deployment %s/%s creation started", spec.endpoint_name, spec.deployment_name)
+
+    def _probe(self) -> ProbeSettings:
+        """Liveness/readiness probe for the fine-tuned model (SERVING_PROBE_* settings)."""
+        s = self._settings
+        return ProbeSettings(
+            initial_delay=s.SERVING_PROBE_INITIAL_DELAY_S,
+            period=s.SERVING_PROBE_PERIOD_S,
+            failure_threshold=s.SERVING_PROBE_FAILURE_THRESHOLD,
+        )
 
     def get_deployment_state(self, endpoint: str, deployment: str) -> ProvisioningState:
         try:
@@ -1195,16 +1257,19 @@ class AzureMLBackend:
         return uri, key
 
     def score(self, endpoint: str, deployment: str | None, payload: dict[str, object]) -> ScoreResult:
+        return self.scorer(endpoint, timeout_s=SCORE_TIMEOUT_S)(deployment, payload)
+
+    def scorer(self, endpoint: str, *, timeout_s: float) -> Scorer:
+        """Read the scoring URI and key once (three ARM calls), then score many times with them."""
         uri, key = self._endpoint_secret(endpoint)
-        return post_score(
-            uri,
-            key,
-            deployment,
-            payload,
-            timeout_s=SCORE_TIMEOUT_S,
-            label=f"{endpoint}/{deployment}",
-            http=self._http,
-        )
+
+        def score(deployment: str | None, payload: dict[str, object]) -> ScoreResult:
+            label = f"{endpoint}/{deployment}"
+            return post_score(
+                uri, key, deployment, payload, timeout_s=timeout_s, label=label, http=self._http
+            )
+
+        return score
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> None:
         ep = self._ml.online_endpoints.get(endpoint)
@@ -1263,9 +1328,13 @@ class AzureMLBackend:
             if version
             else None
         )
+        allows = {
+            "training": allow_list(model, FINETUNE_ALLOW_LIST_TAG),
+            "serving": allow_list(model, INFERENCE_ALLOW_LIST_TAG),
+        }
         checks = [
             base,
-            *self._preflight_compute(config, finetune_allow_list(model)),
+            *self._preflight_compute(config, allows),
             endpoint_name_check(config.endpoint_name),
             self._preflight_endpoint_owner(config.endpoint_name),
         ]
@@ -1299,7 +1368,9 @@ class AzureMLBackend:
         detail = f"{name} version {model.version} found in registry {registry}"
         return PreflightCheck(name="base_model", ok=True, detail=detail), model
 
-    def _preflight_compute(self, config: RunConfig, allow: list[str] | None) -> list[PreflightCheck]:
+    def _preflight_compute(
+        self, config: RunConfig, allows: dict[str, list[str] | None]
+    ) -> list[PreflightCheck]:
         """training_instance, training_quota, serving_instance, serving_quota in the workspace region."""
         s = self._settings
         workspace = s.AZUREML_WORKSPACE or ""
@@ -1356,7 +1427,7 @@ class AzureMLBackend:
                     region=region,
                     workspace=workspace,
                     setting=setting,
-                    allow=allow if role == "training" else None,
+                    allow=allows.get(role),
                 )
             )
             if size is None:
@@ -1388,8 +1459,7 @@ class AzureMLBackend:
         try:
             endpoint = self._ml.online_endpoints.get(name)
         except ResourceNotFoundError:
-            detail = f"endpoint {name} does not exist in workspace {workspace} yet: the run creates it"
-            return PreflightCheck(name="endpoint_owner", ok=True, detail=detail)
+            return self._preflight_name_free(name)
         except Exception as e:
             reason = _client_fault(e)
             if reason is None:
@@ -1407,6 +1477,39 @@ class AzureMLBackend:
             f"created-by={APP_TAG} if it is yours (its created-by tag: {owner if owner else 'none'})"
         )
         return PreflightCheck(name="endpoint_owner", ok=False, detail=detail)
+
+    def _preflight_name_free(self, name: str) -> PreflightCheck:
+        """Not in this workspace: is the name taken by another workspace of the region? Online
+        endpoint names are unique per region, and an existing endpoint's public host answers HTTP
+        (AZUREML_INFERENCE_URL_TEMPLATE); a free name does not resolve (or answers 404)."""
+        workspace = self._settings.AZUREML_WORKSPACE
+        region = self._region()
+        url = (
+            self._settings.AZUREML_INFERENCE_URL_TEMPLATE.format(endpoint=name, region=region).rstrip("/")
+            + "/"
+        )
+        try:
+            client = self._http or httpx.Client(timeout=ENDPOINT_PROBE_TIMEOUT_S)
+            status = client.get(url, timeout=ENDPOINT_PROBE_TIMEOUT_S).status_code
+        except httpx.ConnectError:  # name resolution failed (or nothing listens): no such endpoint
+            status = None
+        if status is None or status == 404:
+            detail = f"endpoint name {name} is free in {region} (in {workspace} too): the run creates it"
+            return PreflightCheck(name="endpoint_owner", ok=True, detail=detail)
+        detail = (
+            f"endpoint name {name} is already taken in {region} by another workspace (endpoint names are "
+            f"unique per Azure region; its host answered HTTP {status}): set ENDPOINT_NAME to another name, "
+            "or leave it unset for a name derived from this deployment"
+        )
+        return PreflightCheck(name="endpoint_owner", ok=False, detail=detail)
+
+    def _region(self) -> str:
+        """The workspace's region (read once)."""
+        if self._workspace_region is None:
+            self._workspace_region = str(
+                self._ml.workspaces.get(self._settings.AZUREML_WORKSPACE).location or ""
+            )
+        return self._workspace_region
 
 
 def _endpoint_info(endpoint: OnlineEndpoint, deployments: Sequence[OnlineDeployment]) -> EndpointInfo:

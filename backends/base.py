@@ -27,6 +27,7 @@ from core.models import (
     ScoreResult,
 )
 from core.preflight import PreflightReport
+from core.scoring import Scorer
 
 
 @runtime_checkable
@@ -82,6 +83,11 @@ class ServingBackend(Protocol):
 
     def score(self, endpoint: str, deployment: str | None, payload: dict[str, object]) -> ScoreResult:
         """POST `payload` to the endpoint (pinned to `deployment` if given). Reads the key itself."""
+        ...
+
+    def scorer(self, endpoint: str, *, timeout_s: float) -> Scorer:
+        """A scorer for many calls to `endpoint`: the key and scoring URI are read once, here, and
+        each call waits at most `timeout_s` (the evaluation gate scores a batch with one)."""
         ...
 
     def set_traffic(self, endpoint: str, traffic: dict[str, int]) -> None: ...

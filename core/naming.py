@@ -122,3 +122,13 @@ def expired(tags: dict[str, str], now: datetime) -> bool:
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
     return expires <= now
+
+
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def unique_string(*parts: str) -> str:
+    """13 lower-case base32 characters, deterministic in `parts`, like Bicep's `uniqueString()`
+    (same length and alphabet; the hash here is SHA-256, so the values differ from Bicep's)."""
+    digest = int.from_bytes(hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()[:8], "big")
+    return "".join(_BASE32[(digest >> (5 * i)) & 31] for i in range(13))

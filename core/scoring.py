@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 
 from core.models import ScoreResult
 from core.payload import output_of
 from core.redact import shorten
+
+# Scores one payload on a deployment (None: by traffic) of the endpoint a backend's `scorer` was
+# made for; the key it uses was read once, when the scorer was made.
+Scorer = Callable[[str | None, dict[str, object]], ScoreResult]
 
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 MAX_OUTPUT_CHARS = 2000  # 128 new tokens fit; the evaluation gate scores the whole answer

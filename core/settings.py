@@ -6,13 +6,49 @@ Read by starters and activities only (`get_settings()`); orchestrators receive t
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.models import EvaluationPolicy, Hyperparameters, Overrides, PollPolicy, RunConfig
+from core.naming import unique_string
+
+HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"
+# Downloading the validation split and drawing the sample, before the first scoring call.
+EVAL_BATCH_MARGIN_S = 60.0
+# Waits before the retries of a busy (408/429/503) scoring answer (activities/evaluation.py).
+EVAL_BUSY_BACKOFF_S = (2.0, 4.0, 8.0, 16.0)
+LOCAL_ENDPOINT_NAME = "phi3-ft-endpoint"
+
+
+def evaluation_batch_seconds(batch_size: int, timeout_s: float, attempts: int) -> float:
+    """The longest an evaluation batch can take: every call times out on every attempt."""
+    backoff = sum(EVAL_BUSY_BACKOFF_S[: attempts - 1])
+    return batch_size * (attempts * timeout_s + backoff) + EVAL_BATCH_MARGIN_S
+
+
+def function_timeout_seconds(host_json: Path = HOST_JSON) -> float:
+    """host.json's `functionTimeout` ("hh:mm:ss") in seconds; -1 or absent (Premium/Dedicated
+    unbounded) counts as 30 minutes, the default guaranteed on Flex Consumption."""
+    try:
+        raw = str(json.loads(host_json.read_text(encoding="utf-8")).get("functionTimeout", ""))
+    except (OSError, ValueError):
+        raw = ""
+    parts = raw.split(":")
+    if len(parts) != 3 or raw.startswith("-"):
+        return 1800.0
+    hours, minutes, seconds = (float(p) for p in parts)
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def default_endpoint_name(subscription: str, resource_group: str, workspace: str) -> str:
+    """`phi3-ft-` + 13 characters derived like Bicep's uniqueString(subscription, rg, workspace):
+    stable for one deployment of the app, different for another (endpoint names are unique per region)."""
+    return f"phi3-ft-{unique_string(subscription.lower(), resource_group.lower(), workspace.lower())}"
 
 
 class Settings(BaseSettings):
@@ -57,10 +93,24 @@ class Settings(BaseSettings):
     NUM_TRAIN_EPOCHS: int = 1
     BATCH_SIZE: int = 1
 
-    # Where it is served and how Prompt flow finds it.
-    ENDPOINT_NAME: str = "phi3-ft-endpoint"
-    SERVING_INSTANCE_TYPE: str = "Standard_NC6s_v3"
+    # Where it is served and how Prompt flow finds it. Online endpoint names are unique per Azure
+    # region, not per workspace: unset, the name is derived from the subscription, resource group
+    # and workspace (`default_endpoint_name`), so two deployments of this app never collide.
+    ENDPOINT_NAME: str | None = None
+    # The tutorial's Standard_NC6s_v3 was retired on 2025-09-30; the A100 size is in the base model's
+    # inference allow list and in the training size's quota family.
+    SERVING_INSTANCE_TYPE: str = "Standard_NC24ads_A100_v4"
     SERVING_INSTANCE_COUNT: int = 1
+    # Probes and request timeout of the fine-tuned model's deployment: a 3.8 B-parameter model loads
+    # slower than the default 10 s + 30 x 10 s liveness window (Azure's own Phi-3 fine-tuning sample
+    # sets initial_delay=600). Requests: Azure allows at most 180 000 ms.
+    SERVING_PROBE_INITIAL_DELAY_S: int = Field(default=600, ge=0, le=3600)
+    SERVING_PROBE_PERIOD_S: int = Field(default=10, ge=1, le=300)
+    SERVING_PROBE_FAILURE_THRESHOLD: int = Field(default=30, ge=1, le=100)
+    SERVING_REQUEST_TIMEOUT_MS: int = Field(default=90_000, ge=1_000, le=180_000)
+    # Where a region's online endpoints answer ({endpoint}, {region}); preflight asks whether an
+    # endpoint name is already taken there. Sovereign clouds use their own domain.
+    AZUREML_INFERENCE_URL_TEMPLATE: str = "https://{endpoint}.{region}.inference.ml.azure.com"
     CONNECTION_NAME: str = "phi3-finetuned"
     SMOKE_TEST_PROMPT: str = "Say hello in one short sentence."
 
@@ -89,6 +139,10 @@ class Settings(BaseSettings):
     EVAL_MAX_PARALLEL: int = Field(default=2, ge=1)
     EVAL_TOLERANCE: float = Field(default=0.02, ge=0)
     EVAL_FLOOR: float = Field(default=0.0, ge=0, le=1)
+    # One evaluation call: its timeout and how many attempts a busy (408/429/503) answer gets. A batch
+    # must finish inside the host's functionTimeout by construction (`_evaluation_fits_timeout`).
+    EVAL_SCORE_TIMEOUT_S: float = Field(default=20.0, gt=0, le=180)
+    EVAL_SCORE_ATTEMPTS: int = Field(default=2, ge=1, le=5)
 
     # Cost guard: endpoints this app creates carry an expires_at tag (deploy time + TTL; unset =
     # never), and a timer deletes expired ones on this NCRONTAB schedule.
@@ -120,6 +174,34 @@ class Settings(BaseSettings):
                 raise ValueError(f"BACKEND=azureml needs these app settings: {', '.join(missing)}")
         return self
 
+    @model_validator(mode="after")
+    def _evaluation_fits_timeout(self) -> Settings:
+        budget = evaluation_batch_seconds(
+            self.EVAL_BATCH_SIZE, self.EVAL_SCORE_TIMEOUT_S, self.EVAL_SCORE_ATTEMPTS
+        )
+        limit = function_timeout_seconds()
+        if budget > limit:
+            raise ValueError(
+                f"an evaluation batch could run {budget:.0f} s, longer than the host's functionTimeout of "
+                f"{limit:.0f} s (host.json): EVAL_BATCH_SIZE {self.EVAL_BATCH_SIZE} x (EVAL_SCORE_ATTEMPTS "
+                f"{self.EVAL_SCORE_ATTEMPTS} x EVAL_SCORE_TIMEOUT_S {self.EVAL_SCORE_TIMEOUT_S:g} + backoff) "
+                f"+ {EVAL_BATCH_MARGIN_S:.0f} s margin; lower one of them"
+            )
+        return self
+
+    @property
+    def endpoint_name(self) -> str:
+        """ENDPOINT_NAME, or the name derived for this subscription, resource group and workspace."""
+        if self.ENDPOINT_NAME:
+            return self.ENDPOINT_NAME
+        if self.BACKEND == "azureml":
+            return default_endpoint_name(
+                self.AZURE_SUBSCRIPTION_ID or "",
+                self.AZURE_RESOURCE_GROUP or "",
+                self.AZUREML_WORKSPACE or "",
+            )
+        return LOCAL_ENDPOINT_NAME
+
     @property
     def project_name(self) -> str | None:
         return self.AI_PROJECT_NAME or self.AZUREML_WORKSPACE
@@ -141,7 +223,7 @@ class Settings(BaseSettings):
             hyperparameters=hyper,
             training_instance_type=o.training_instance_type or self.TRAINING_INSTANCE_TYPE,
             output_model_prefix=self.OUTPUT_MODEL_PREFIX,
-            endpoint_name=o.endpoint.name or self.ENDPOINT_NAME,
+            endpoint_name=o.endpoint.name or self.endpoint_name,
             serving_instance_type=o.endpoint.instance_type or self.SERVING_INSTANCE_TYPE,
             serving_instance_count=o.endpoint.instance_count or self.SERVING_INSTANCE_COUNT,
             connection_name=o.endpoint.connection_name or self.CONNECTION_NAME,

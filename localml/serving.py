@@ -65,7 +65,7 @@ import httpx
 from core import redact
 from core.models import DeploymentInfo, DeploymentSpec, EndpointInfo, ProvisioningState, ScoreResult
 from core.redact import shorten
-from core.scoring import post_score
+from core.scoring import Scorer, post_score
 from localml import procs
 from localml.endpoint_front import ENDPOINT_FILE, FRONT_RECORD_FILE, KEY_FILE
 from localml.paths import RunPaths
@@ -970,15 +970,29 @@ class LocalServing:
             delay = min(delay * 2, 0.5)
 
     def score(self, endpoint: str, deployment: str | None, payload: dict[str, object]) -> ScoreResult:
-        if deployment is not None:
-            _check_name("deployment", deployment)
-        self._wait_ready(endpoint, deployment)
+        return self.scorer(endpoint, timeout_s=self.score_timeout_s)(deployment, payload)
+
+    def scorer(self, endpoint: str, *, timeout_s: float) -> Scorer:
+        """The key and front URI read once; each call restarts what died and waits until ready."""
         uri, key = self._endpoint_secret(endpoint)
-        label = f"{endpoint}/{deployment or '*'}"
-        timeout = self.score_timeout_s
-        return post_score(
-            uri, key, deployment, payload, timeout_s=timeout, label=label, http=self._http, trust_env=False
-        )
+
+        def score(deployment: str | None, payload: dict[str, object]) -> ScoreResult:
+            if deployment is not None:
+                _check_name("deployment", deployment)
+            self._wait_ready(endpoint, deployment)
+            label = f"{endpoint}/{deployment or '*'}"
+            return post_score(
+                uri,
+                key,
+                deployment,
+                payload,
+                timeout_s=timeout_s,
+                label=label,
+                http=self._http,
+                trust_env=False,
+            )
+
+        return score
 
     # ------------------------------------------------------------------ Prompt flow connection
 

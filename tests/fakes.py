@@ -360,6 +360,11 @@ class FakeAzure:
                 return ScoreResult(ok=True, status_code=200, output=reference, latency_ms=12)
         return ScoreResult(ok=True, status_code=200, output=self.smoke_answer, latency_ms=12)
 
+    def scorer(self, endpoint: str, *, timeout_s: float) -> Any:
+        self._call("scorer", endpoint, timeout_s)
+        redact.remember(SECRET_KEY)  # the real backends read the key here, once
+        return lambda deployment, payload: self.score(endpoint, deployment, payload)
+
     def _reference(self, messages: Any) -> str | None:
         """The assistant turn that follows `messages` in a stored dataset, or None."""
         import json

@@ -153,7 +153,7 @@ def test_overrides_win_over_settings():
     assert cfg.hyperparameters.num_train_epochs == 3 and cfg.hyperparameters.learning_rate == 0.00002
     assert cfg.base_model_version == "15"
     assert (cfg.endpoint_name, cfg.serving_instance_count) == ("my-endpoint", 2)
-    assert cfg.serving_instance_type == "Standard_NC6s_v3"
+    assert cfg.serving_instance_type == "Standard_NC24ads_A100_v4"
 
 
 def test_bad_setting_value_names_the_setting(monkeypatch):
