@@ -249,7 +249,8 @@ class _Checker:
                         return schema, name, base
                     return self._discriminated(sub, sub_name, value, file, where)
             omitted = self.specs.doc(file).get("x-source", {}).get("omitted", {})
-            if any(str(tag) in str(text) for text in omitted.values()):
+            token = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(str(tag))}(?![A-Za-z0-9_])")
+            if any(token.search(str(text)) for text in omitted.values()):
                 raise _NotKept(
                     f"{where}: {tag_field}={tag!r} selects a subtype of {model_name} not kept in the subset"
                 )

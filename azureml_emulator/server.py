@@ -4,8 +4,11 @@ Every ARM route checks the bearer token (one this server's managed-identity rout
 injected faults first, validates the request body against the official OpenAPI definitions of the
 api-version the request names (`openapi.RequestValidator`; a body the service would reject gets
 the service's 400) and then asks the `World`. Long-running PUT/DELETE answer 201/202 with
-`Azure-AsyncOperation` (and `Location` for deletes) pointing at an operation-status route, with
-`Retry-After: 0` so the SDK's pollers never wait for wall time.
+`Azure-AsyncOperation` (and `Location` for deletes) pointing at an operation-status route. Their
+`Retry-After: 0` is read by azure-core as "not given" (it then waits its own 30 s): the pollers the
+SDK starts for creates and deletes, which the app never waits on, stay quiet for a test's length,
+and a test moves the resource along by reading it. Endpoint updates (traffic, tags), which the app
+does wait on, complete in the PUT.
 
 `EmulatorServer` runs the app on its own thread and event loop, for tests and the dev host.
 """
@@ -381,7 +384,8 @@ class Emulator:
     async def put_endpoint(self, request: web.Request) -> web.Response:
         ws = self._ws(request)
         status, body, op = self.world.put_endpoint(ws, request.match_info["ep"], request["json"] or {})
-        return web.json_response(body, status=status, headers=self._async_headers(request, op.id))
+        headers = self._async_headers(request, op.id) if op is not None else {}
+        return web.json_response(body, status=status, headers=headers)
 
     async def delete_endpoint(self, request: web.Request) -> web.Response:
         op = self.world.delete_endpoint(self._ws(request), request.match_info["ep"])
@@ -523,7 +527,7 @@ class Emulator:
 def _usage(sub: str, loc: str, family: str, label: str, current: int, limit: int) -> Json:
     return {
         "id": f"/subscriptions/{sub}/{PROVIDER}/locations/{loc}/usages/{family}",
-        "aml_workspace_location": loc,
+        "amlWorkspaceLocation": loc,
         "type": "Microsoft.MachineLearningServices/totalCores/usages",
         "unit": "Count",
         "currentValue": current,

@@ -166,6 +166,7 @@ class _Job:
     reads: int = 0
     status: str = "NotStarted"
     canceled: bool = False
+    cancel_reads: int = 0
 
 
 @dataclass
@@ -331,7 +332,8 @@ class World:
         if job.status in TERMINAL_JOB_STATUSES:
             return
         if job.canceled:
-            job.status = "Canceled" if job.status == "CancelRequested" else "CancelRequested"
+            job.cancel_reads += 1
+            job.status = "CancelRequested" if job.cancel_reads == 1 else "Canceled"
             return
         statuses = job.script.statuses
         job.status = statuses[min(job.reads, len(statuses) - 1)]
@@ -482,8 +484,9 @@ class World:
             "type": "Microsoft.MachineLearningServices/workspaces/models",
             "properties": {
                 "latestVersion": latest,
-                "nextVersion": str(len(versions) + 1),
+                "nextVersion": str(1 + max((int(v) for v in versions if v.isdigit()), default=0)),
                 "isArchived": archived,
+                "tags": {},
             },
             "systemData": _system_data(time.time()),
         }
@@ -508,7 +511,7 @@ class World:
 
     # ------------------------------------------------------------------ endpoints
 
-    def put_endpoint(self, ws: str, name: str, body: Json) -> tuple[int, Json, Operation]:
+    def put_endpoint(self, ws: str, name: str, body: Json) -> tuple[int, Json, Operation | None]:
         props = dict(body.get("properties") or {})
         with self.lock:
             ep = self.endpoints.get((ws, name))
@@ -536,9 +539,10 @@ class World:
             traffic = props.get("traffic") or {}
             self._check_traffic(ws, name, traffic)
             ep.body = self._endpoint_body(ws, name, body, props)
-            ep.state, ep.polls_left = "Updating", 1
-            op = self.new_operation(ws, "endpoint-update", name)
-            return 200, self.endpoint_json(ws, ep), op
+            # Traffic and tag updates complete in the PUT (200 with a terminal provisioningState, which
+            # ARM allows for a long-running PUT): the app waits on them, and azure-core's poller would
+            # otherwise sleep its own 30 s interval per poll (it reads Retry-After: 0 as "not given").
+            return 200, self.endpoint_json(ws, ep), None
 
     def _check_traffic(self, ws: str, endpoint: str, traffic: dict[str, Any]) -> None:
         unknown = sorted(d for d in traffic if (ws, endpoint, d) not in self.deployments)

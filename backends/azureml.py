@@ -393,6 +393,7 @@ _RETRYABLE_4XX = frozenset({408, 429})
 _DEDICATED_SUFFIX = "clusterdedicatedvcpus"
 _TOTAL_DEDICATED = "totalclusterdedicatedregionalvcpus"
 _NON_ALNUM = re.compile(r"[^a-z0-9]")
+_VM_SIZE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 def _field(obj: Any, *names: str) -> Any:
@@ -578,7 +579,12 @@ def allow_list(model: Any, tag: str) -> list[str] | None:
         try:
             items = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            items = [part.strip(" '\"") for part in raw.strip().strip("[]").split(",")]
+            bare = raw.strip()
+            if not (bare.startswith("[") and bare.endswith("]")):
+                return None
+            items = [part.strip(" '\"") for part in bare[1:-1].split(",")]
+            if not all(_VM_SIZE.match(i) for i in items):
+                return None
     if not isinstance(items, list | tuple):
         return None
     names = [i for i in items if isinstance(i, str) and i]
@@ -1378,6 +1384,7 @@ class AzureMLBackend:
         try:
             region = str(self._ml.workspaces.get(workspace).location or "")
             reason = "" if region else "it reports no region"
+            self._workspace_region = region or None
         except Exception as e:
             reason = _client_fault(e) or ""
             if not reason:
@@ -1483,7 +1490,14 @@ class AzureMLBackend:
         endpoint names are unique per region, and an existing endpoint's public host answers HTTP
         (AZUREML_INFERENCE_URL_TEMPLATE); a free name does not resolve (or answers 404)."""
         workspace = self._settings.AZUREML_WORKSPACE
-        region = self._region()
+        try:
+            region = self._region()
+        except Exception as e:
+            reason = _client_fault(e)
+            if reason is None:
+                raise
+            detail = f"not checked: the region of workspace {workspace} could not be read ({reason})"
+            return PreflightCheck(name="endpoint_owner", ok=False, detail=detail)
         url = (
             self._settings.AZUREML_INFERENCE_URL_TEMPLATE.format(endpoint=name, region=region).rstrip("/")
             + "/"

@@ -9,8 +9,9 @@
 // Not resources, so not here (do them by hand, see README "Deploy to Azure"):
 //   - GPU quota: Azure ML studio > Quota, for the region below: "Standard NCADSA100v4 Family
 //     Cluster Dedicated vCPUs" (training, Standard_NC24ads_A100_v4: 24 vCPUs per node) and the
-//     serving family (Standard_NC6s_v3: "Standard NCSv3 Family", 6 vCPUs per instance).
-//     Pay-as-you-go subscriptions only, as in the seed.
+//     serving family, by default the same one (Standard_NC24ads_A100_v4, in the base model's
+//     inference allow list: 24 vCPUs per instance; the seed's Standard_NC6s_v3 was retired on
+//     2025-09-30). Pay-as-you-go subscriptions only, as in the seed.
 //   - The region: it must offer Phi-3 fine-tuning in Azure ML and both VM families. eastus2 is the
 //     default; check the model card (Azure ML model catalog > Phi-3-mini-4k-instruct > fine-tune)
 //     and `az vm list-skus -l <region> --size Standard_NC --all -o table` before choosing.
@@ -90,17 +91,39 @@ param numTrainEpochs int = 1
 @description('BATCH_SIZE (per device).')
 param batchSize int = 1
 
-@minLength(3)
 @maxLength(32)
-@description('ENDPOINT_NAME: managed online endpoint (3-32 characters, letter first, letters/digits/hyphens; unique in the region).')
-param endpointName string = 'phi3-ft-endpoint'
+@description('ENDPOINT_NAME: managed online endpoint (3-32 characters, letter first, letters/digits/hyphens; unique in the region). Empty = the app derives phi3-ft-<13 characters> from the subscription, resource group and workspace, unique per deployment.')
+param endpointName string = ''
 
-@description('SERVING_INSTANCE_TYPE. The seed\'s Standard_NC6s_v3 (NCv3, V100) was retired by Azure on 2025-09-30; if your region no longer offers it, use e.g. Standard_NC24ads_A100_v4 (same quota family as training) and request quota for it.')
-param servingInstanceType string = 'Standard_NC6s_v3'
+@description('SERVING_INSTANCE_TYPE: in the base model\'s inference allow list and, by default, the training size\'s quota family (Standard NCADSA100v4). The seed\'s Standard_NC6s_v3 (NCv3, V100) was retired by Azure on 2025-09-30.')
+param servingInstanceType string = 'Standard_NC24ads_A100_v4'
 
 @minValue(1)
 @description('SERVING_INSTANCE_COUNT.')
 param servingInstanceCount int = 1
+
+@minValue(0)
+@maxValue(3600)
+@description('SERVING_PROBE_INITIAL_DELAY_S: seconds before the deployment\'s liveness/readiness probes start (a 3.8 B-parameter model loads slower than the default 10 s).')
+param servingProbeInitialDelaySeconds int = 600
+
+@minValue(1)
+@maxValue(300)
+@description('SERVING_PROBE_PERIOD_S: seconds between the deployment\'s probes.')
+param servingProbePeriodSeconds int = 10
+
+@minValue(1)
+@maxValue(100)
+@description('SERVING_PROBE_FAILURE_THRESHOLD: failed probes before the deployment\'s container counts as unhealthy.')
+param servingProbeFailureThreshold int = 30
+
+@minValue(1000)
+@maxValue(180000)
+@description('SERVING_REQUEST_TIMEOUT_MS: the deployment\'s request timeout (Azure allows at most 180000 ms).')
+param servingRequestTimeoutMs int = 90000
+
+@description('AZUREML_INFERENCE_URL_TEMPLATE: where a region\'s online endpoints answer ({endpoint}, {region} are filled in); preflight asks whether the endpoint name is already taken there. Sovereign clouds use their own domain.')
+param azuremlInferenceUrlTemplate string = 'https://{endpoint}.{region}.inference.ml.azure.com'
 
 @description('CONNECTION_NAME: Prompt flow custom connection in the project.')
 param connectionName string = 'phi3-finetuned'
@@ -167,6 +190,14 @@ param evalTolerance string = '0.02'
 
 @description('EVAL_FLOOR: promote only if new score >= this, 0 to 1 (decimal, as text).')
 param evalFloor string = '0.0'
+
+@description('EVAL_SCORE_TIMEOUT_S: timeout of one scoring call, > 0 and <= 180 (seconds, decimal, as text). A batch (EVAL_BATCH_SIZE x EVAL_SCORE_ATTEMPTS x this + backoff) must fit in host.json\'s functionTimeout, or the app refuses to start.')
+param evalScoreTimeoutSeconds string = '20.0'
+
+@minValue(1)
+@maxValue(5)
+@description('EVAL_SCORE_ATTEMPTS: tries of a scoring call that gets a busy (408/429/503) answer.')
+param evalScoreAttempts int = 2
 
 @description('ENDPOINT_TTL_HOURS: endpoints the app creates are tagged expires_at = deploy time + this and deleted by the sweep once expired (decimal, as text, > 0). Empty = never expire (an empty app setting reads as unset).')
 param endpointTtlHours string = ''
@@ -338,6 +369,11 @@ var appSettings = {
   ENDPOINT_NAME: endpointName
   SERVING_INSTANCE_TYPE: servingInstanceType
   SERVING_INSTANCE_COUNT: string(servingInstanceCount)
+  SERVING_PROBE_INITIAL_DELAY_S: string(servingProbeInitialDelaySeconds)
+  SERVING_PROBE_PERIOD_S: string(servingProbePeriodSeconds)
+  SERVING_PROBE_FAILURE_THRESHOLD: string(servingProbeFailureThreshold)
+  SERVING_REQUEST_TIMEOUT_MS: string(servingRequestTimeoutMs)
+  AZUREML_INFERENCE_URL_TEMPLATE: azuremlInferenceUrlTemplate
   CONNECTION_NAME: connectionName
   SMOKE_TEST_PROMPT: smokeTestPrompt
   JOB_POLL_FIRST_S: string(jobPollFirstSeconds)
@@ -359,6 +395,8 @@ var appSettings = {
   EVAL_MAX_PARALLEL: string(evalMaxParallel)
   EVAL_TOLERANCE: evalTolerance
   EVAL_FLOOR: evalFloor
+  EVAL_SCORE_TIMEOUT_S: evalScoreTimeoutSeconds
+  EVAL_SCORE_ATTEMPTS: string(evalScoreAttempts)
   // Empty = unset (Settings ignores empty values): endpoints never expire.
   ENDPOINT_TTL_HOURS: endpointTtlHours
   // The sweep's timer trigger reads it as %ENDPOINT_SWEEP_SCHEDULE%.
@@ -409,6 +447,7 @@ output DATASETS_CONTAINER string = datasetsContainerName
 output AI_HUB_NAME string = aiHub.outputs.hubName
 output AI_PROJECT_NAME string = aiHub.outputs.projectName
 output CONNECTION_NAME string = connectionName
+@description('ENDPOINT_NAME as deployed; empty = the app derives phi3-ft-<13 characters> from the subscription, resource group and workspace.')
 output ENDPOINT_NAME string = endpointName
 output TASK_HUB_NAME string = taskHubName
 

@@ -37,14 +37,14 @@ def aml_world(aml_server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 @pytest.fixture
-def aml_settings(aml_world: World):  # noqa: ANN201 - Settings, imported late (reads the environment)
+def aml_settings(aml_world: World):
     from core.settings import Settings
 
     return Settings()
 
 
 @pytest.fixture
-def aml_backend(aml_settings):  # noqa: ANN001, ANN201
+def aml_backend(aml_settings):
     from backends.azureml import AzureMLBackend
 
     return AzureMLBackend(aml_settings)

@@ -847,7 +847,7 @@ def test_begin_create_deployment(backend: AzureMLBackend, ml: FakeMLClient) -> N
     assert d.instance_type == "Standard_NC6s_v3"
     assert d.instance_count == 1
     assert d.tags == {"job_name": JOB}
-    assert d.request_settings.request_timeout_ms == azml.DEPLOYMENT_REQUEST_TIMEOUT_MS
+    assert d.request_settings.request_timeout_ms == 90_000  # SERVING_REQUEST_TIMEOUT_MS
     # Traffic is not touched by creating a deployment.
     assert ml.online_endpoints.created == []
     assert ml.online_endpoints.store["phi3-ft-endpoint"].traffic == {"blue": 100}

@@ -289,7 +289,7 @@ def test_all_pass_reads_exactly_what_it_needs(
     )
     assert "12 needed" in check(report, "serving_quota").detail  # 6 vCPUs + the 20 % reserve
     assert check(report, "endpoint_owner").detail == (
-        f"endpoint {ENDPOINT} does not exist in workspace {WS} yet: the run creates it"
+        f"endpoint name {ENDPOINT} is free in {REGION} (in {WS} too): the run creates it"
     )
 
 
@@ -447,7 +447,7 @@ def test_finetune_allow_list_of_the_base_model(backend: AzureMLBackend, registry
     report = backend.preflight(config(training_instance_type="Standard_DS3_v2"))
     assert "training_instance" in failed(report)
     detail = check(report, "training_instance").detail
-    assert "fine-tuning only on Standard_NC24ads_A100_v4, Standard_ND96asr_v4" in detail
+    assert "for fine-tuning; it supports Standard_NC24ads_A100_v4, Standard_ND96asr_v4" in detail
     assert "set TRAINING_INSTANCE_TYPE to one of them" in detail
 
 
@@ -480,7 +480,8 @@ def test_unreadable_workspace_fails_the_compute_checks_only(
 ) -> None:
     ml.workspaces.error = not_found(f"workspace {WS}")
     report = backend.preflight(config())
-    assert failed(report) == ["training_instance", "training_quota", "serving_instance", "serving_quota"]
+    compute = ["training_instance", "training_quota", "serving_instance", "serving_quota"]
+    assert failed(report) == [*compute, "endpoint_owner"]  # the name's region is unknown too
     detail = check(report, "serving_quota").detail
     assert f"not checked: workspace {WS} in resource group rg-1 could not be read (not found)" in detail
     assert "AZUREML_WORKSPACE" in detail

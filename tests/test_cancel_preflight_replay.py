@@ -73,7 +73,7 @@ def test_dry_run_returns_a_plan_and_creates_nothing(orchestrator_handler, activi
     plan = out["plan"]
     assert plan["model_version"] == "15" and plan["model_id"].endswith("Phi-3-mini-4k-instruct/versions/15")
     assert plan["training_instance_type"] == "Standard_NC24ads_A100_v4"
-    assert plan["serving_instance_type"] == "Standard_NC6s_v3" and plan["serving_instance_count"] == 1
+    assert plan["serving_instance_type"] == "Standard_NC24ads_A100_v4" and plan["serving_instance_count"] == 1
     assert (plan["train_examples"], plan["validation_examples"]) == (40, 10)
     assert plan["train_tokens"] > 0 and plan["estimated_gpu_hours"] >= 0.25
     assert "estimate" in plan["gpu_hours_basis"]

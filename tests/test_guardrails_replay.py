@@ -174,11 +174,12 @@ def test_busy_answers_are_retried_then_count_as_failures(
 ):
     import activities.evaluation
 
-    monkeypatch.setattr(activities.evaluation, "BACKOFF_S", (0.0, 0.0, 0.0))
+    monkeypatch.setattr(activities.evaluation, "EVAL_BUSY_BACKOFF_S", (0.0, 0.0, 0.0, 0.0))
     fake = _with_live(FakeAzure(eval_status={"green": 429}))
     with use(fake):
         result = replay(orchestrator_handler, activity_functions, _input(fake, settings))
-    assert sum(1 for _, d, _ in fake.scored if d == NEW) == 1 + 10 * 4  # 3 retries per example
+    attempts = settings.EVAL_SCORE_ATTEMPTS
+    assert sum(1 for _, d, _ in fake.scored if d == NEW) == 1 + 10 * attempts  # busy: every attempt used
     assert result.output["status"] == "rejected_by_evaluation"
 
 

@@ -74,7 +74,7 @@ def test_instance_types_are_accepted_and_ignored(preflight: LocalPreflight, sett
     assert report.ok
     training, serving = check(report, "training_instance"), check(report, "serving_instance")
     assert training.detail == f"{OFFLINE_CPU} (instance type anything at all is ignored offline)"
-    assert serving.detail == f"{OFFLINE_CPU} (instance type 3 × Standard_NC6s_v3 is ignored offline)"
+    assert serving.detail == f"{OFFLINE_CPU} (instance type 3 × Standard_NC24ads_A100_v4 is ignored offline)"
     assert check(report, "training_quota").ok and check(report, "serving_quota").ok
 
 
