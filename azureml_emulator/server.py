@@ -80,7 +80,7 @@ class Emulator:
     async def _envelope(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.world.requests.append((request.method, request.path_qs))
         route = request.match_info.route
-        spec_key = getattr(route, "_emulator_spec", None) if route is not None else None
+        validate = getattr(route, "_emulator_validate", False) if route is not None else False
         needs_token = getattr(route, "_emulator_auth", False) if route is not None else False
         if needs_token:
             auth = request.headers.get("Authorization", "")
@@ -103,7 +103,7 @@ class Emulator:
                     return arm_error(
                         ServiceError(400, "InvalidRequestContent", "The request body is not JSON.")
                     )
-        if spec_key is not None:
+        if validate:
             api_version = request.query.get("api-version", "")
             problems = self.validator.validate(request.method, request.path, api_version, body)
             if problems:
@@ -118,7 +118,7 @@ class Emulator:
         except ServiceError as e:
             return arm_error(e)
         api_version = request.query.get("api-version", "")
-        if spec_key and not self.validator.declared_status(
+        if validate and not self.validator.declared_status(
             request.method, request.path, api_version, response.status
         ):
             problem = f"{request.method} {request.path} {api_version}: answered {response.status}, undeclared"
@@ -132,11 +132,11 @@ class Emulator:
         path: str,
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
         *,
-        spec: str | None = None,
+        validate: bool = False,
         auth: bool = True,
     ) -> None:
         route = self.app.router.add_route(method, path, handler)
-        route._emulator_spec = spec  # type: ignore[attr-defined]
+        route._emulator_validate = validate  # type: ignore[attr-defined]
         route._emulator_auth = auth  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ routes
@@ -147,42 +147,42 @@ class Emulator:
         add("GET", "/msi/token", self.msi_token, auth=False)
         add("GET", "/registrymanagement/v1.0/registries/{reg}/discovery", self.registry_discovery)
         add("GET", "/discovery", self.workspace_discovery, auth=False)
-        add("GET", WS, self.get_workspace, spec="workspace")
-        add("GET", f"{WS}/jobs/{{name}}", self.get_job, spec="job")
-        add("PUT", f"{WS}/jobs/{{name}}", self.put_job, spec="job")
-        add("POST", f"{WS}/jobs/{{name}}/cancel", self.cancel_job, spec="job-cancel")
-        add("GET", f"{WS}/models", self.list_model_containers, spec="models")
-        add("GET", f"{WS}/models/{{name}}", self.get_model_container, spec="model")
-        add("GET", f"{WS}/models/{{name}}/versions", self.list_model_versions, spec="model-versions")
-        add("GET", f"{WS}/models/{{name}}/versions/{{version}}", self.get_model_version, spec="model-version")
-        add("PUT", f"{WS}/models/{{name}}/versions/{{version}}", self.put_model_version, spec="model-version")
+        add("GET", WS, self.get_workspace, validate=True)
+        add("GET", f"{WS}/jobs/{{name}}", self.get_job, validate=True)
+        add("PUT", f"{WS}/jobs/{{name}}", self.put_job, validate=True)
+        add("POST", f"{WS}/jobs/{{name}}/cancel", self.cancel_job, validate=True)
+        add("GET", f"{WS}/models", self.list_model_containers, validate=True)
+        add("GET", f"{WS}/models/{{name}}", self.get_model_container, validate=True)
+        add("GET", f"{WS}/models/{{name}}/versions", self.list_model_versions, validate=True)
+        add("GET", f"{WS}/models/{{name}}/versions/{{version}}", self.get_model_version, validate=True)
+        add("PUT", f"{WS}/models/{{name}}/versions/{{version}}", self.put_model_version, validate=True)
         add("GET", f"{REGISTRY}/models/{{name}}/versions", self.list_registry_versions)
         add("GET", f"{REGISTRY}/models/{{name}}/versions/{{version}}", self.get_registry_version)
-        add("GET", f"{WS}/onlineEndpoints", self.list_endpoints, spec="endpoints")
-        add("GET", f"{WS}/onlineEndpoints/{{ep}}", self.get_endpoint, spec="endpoint")
-        add("PUT", f"{WS}/onlineEndpoints/{{ep}}", self.put_endpoint, spec="endpoint")
-        add("DELETE", f"{WS}/onlineEndpoints/{{ep}}", self.delete_endpoint, spec="endpoint")
-        add("POST", f"{WS}/onlineEndpoints/{{ep}}/listKeys", self.endpoint_keys, spec="endpoint-keys")
-        add("GET", f"{WS}/onlineEndpoints/{{ep}}/deployments", self.list_deployments, spec="deployments")
-        add("GET", f"{WS}/onlineEndpoints/{{ep}}/deployments/{{dep}}", self.get_deployment, spec="deployment")
-        add("PUT", f"{WS}/onlineEndpoints/{{ep}}/deployments/{{dep}}", self.put_deployment, spec="deployment")
+        add("GET", f"{WS}/onlineEndpoints", self.list_endpoints, validate=True)
+        add("GET", f"{WS}/onlineEndpoints/{{ep}}", self.get_endpoint, validate=True)
+        add("PUT", f"{WS}/onlineEndpoints/{{ep}}", self.put_endpoint, validate=True)
+        add("DELETE", f"{WS}/onlineEndpoints/{{ep}}", self.delete_endpoint, validate=True)
+        add("POST", f"{WS}/onlineEndpoints/{{ep}}/listKeys", self.endpoint_keys, validate=True)
+        add("GET", f"{WS}/onlineEndpoints/{{ep}}/deployments", self.list_deployments, validate=True)
+        add("GET", f"{WS}/onlineEndpoints/{{ep}}/deployments/{{dep}}", self.get_deployment, validate=True)
+        add("PUT", f"{WS}/onlineEndpoints/{{ep}}/deployments/{{dep}}", self.put_deployment, validate=True)
         add(
             "DELETE",
             f"{WS}/onlineEndpoints/{{ep}}/deployments/{{dep}}",
             self.delete_deployment,
-            spec="deployment",
+            validate=True,
         )
-        add("GET", f"{WS}/connections/{{name}}", self.get_connection, spec="connection")
-        add("PUT", f"{WS}/connections/{{name}}", self.put_connection, spec="connection")
-        add("DELETE", f"{WS}/connections/{{name}}", self.delete_connection, spec="connection")
+        add("GET", f"{WS}/connections/{{name}}", self.get_connection, validate=True)
+        add("PUT", f"{WS}/connections/{{name}}", self.put_connection, validate=True)
+        add("DELETE", f"{WS}/connections/{{name}}", self.delete_connection, validate=True)
         add(
             "POST",
             f"{WS}/connections/{{name}}/listsecrets",
             self.list_connection_secrets,
-            spec="connection-secrets",
+            validate=True,
         )
-        add("GET", f"{REGION}/usages", self.usages, spec="usages")
-        add("GET", f"{REGION}/vmSizes", self.vm_sizes, spec="vm-sizes")
+        add("GET", f"{REGION}/usages", self.usages, validate=True)
+        add("GET", f"{REGION}/vmSizes", self.vm_sizes, validate=True)
         add("GET", f"{REGION}/mfeOperationsStatus/{{op}}", self.operation_status)
         add("GET", f"{REGION}/mfeOperationResults/{{op}}", self.operation_result)
         add("GET", f"{HISTORY}/runs/{{run}}/details", self.run_details)
@@ -357,23 +357,23 @@ class Emulator:
 
     # ------------------------------------------------------------------ endpoints and deployments
 
+    def _operation_url(self, request: web.Request, route: str, op_id: str) -> str:
+        """An operation's status or result URL, at the request's api-version."""
+        sub = request.match_info["sub"]
+        region = f"{self.base_url}/subscriptions/{sub}/{PROVIDER}/locations/{self.world.region}"
+        return f"{region}/{route}/{op_id}?api-version={request.query.get('api-version', '')}"
+
     def _async_headers(self, request: web.Request, op_id: str, *, location: bool = False) -> dict[str, str]:
-        m = request.match_info
-        region = f"{self.base_url}/subscriptions/{m['sub']}/{PROVIDER}/locations/{self.world.region}"
-        version = request.query.get("api-version", "")
         headers = {
-            "Azure-AsyncOperation": f"{region}/mfeOperationsStatus/{op_id}?api-version={version}",
+            "Azure-AsyncOperation": self._operation_url(request, "mfeOperationsStatus", op_id),
             "Retry-After": "0",
         }
         if location:
-            headers["Location"] = f"{region}/mfeOperationResults/{op_id}?api-version={version}"
+            headers["Location"] = self._operation_url(request, "mfeOperationResults", op_id)
         return headers
 
     def _location(self, request: web.Request, op_id: str) -> dict[str, str]:
-        m = request.match_info
-        region = f"{self.base_url}/subscriptions/{m['sub']}/{PROVIDER}/locations/{self.world.region}"
-        version = request.query.get("api-version", "")
-        return {"Location": f"{region}/mfeOperationResults/{op_id}?api-version={version}", "Retry-After": "0"}
+        return {"Location": self._operation_url(request, "mfeOperationResults", op_id), "Retry-After": "0"}
 
     async def list_endpoints(self, request: web.Request) -> web.Response:
         return web.json_response({"value": self.world.list_endpoints(self._ws(request))})

@@ -225,6 +225,8 @@ class World:
     )
     total_regional_vcpus: tuple[int, int] = (0, 300)
     registry_models: dict[str, dict[str, Json]] = field(default_factory=lambda: default_registry())
+    # Set by the server once it listens: where scoring URIs and discovery answers point.
+    base_url: str = "https://127.0.0.1"
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -581,10 +583,8 @@ class World:
         }
 
     def inference_url(self, endpoint: str) -> str:
-        """Set by the server (its base URL): the endpoint's inference host, path-style."""
+        """The endpoint's inference host, path-style, under the server's base URL."""
         return f"{self.base_url}/inference/{self.region}/{endpoint}"
-
-    base_url: str = "https://127.0.0.1"
 
     def endpoint_json(self, ws: str, ep: _Endpoint) -> Json:
         body = {**ep.body, "properties": {**ep.body["properties"], "provisioningState": ep.state}}
