@@ -26,10 +26,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import jwt
 from aiohttp import web
 
 from azureml_emulator.openapi import RequestValidator
 from azureml_emulator.tls import Tls, make_tls
+from azureml_emulator.tunnel import start_tunnel
 from azureml_emulator.world import Json, ServiceError, World
 
 log = logging.getLogger("azureml_emulator")
@@ -46,6 +48,8 @@ REGISTRY_SUBSCRIPTION = "6c6683e9-e5fe-4038-8519-ce6ebec2ba15"
 REGISTRY_RESOURCE_GROUP = "registry-builtin-prod-eastus-01"
 IDENTITY_HEADER = "X-IDENTITY-HEADER"
 TOKEN_LIFETIME_S = 3600
+MANAGED_IDENTITY_CLIENT_ID = "33333333-3333-3333-3333-333333333333"
+MANAGED_IDENTITY_OBJECT_ID = "44444444-4444-4444-4444-444444444444"
 
 Handler = Callable[[web.Request, Json | None], Awaitable[web.StreamResponse]]
 
@@ -58,6 +62,30 @@ def arm_error(error: ServiceError) -> web.Response:
     return web.json_response(body, status=error.status, headers=headers)
 
 
+class ArmRouter(web.UrlDispatcher):
+    """ARM matches path segments case-insensitively (promptflow, for one, sends `resourcegroups`):
+    a path no route matches is retried with its known segments spelled as the routes spell them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spelling: dict[str, str] = {}
+
+    def learn(self, template: str) -> None:
+        for segment in template.split("/"):
+            if segment and "{" not in segment:
+                self._spelling.setdefault(segment.lower(), segment)
+
+    async def resolve(self, request: web.Request) -> Any:
+        found = await super().resolve(request)
+        if found.http_exception is None:
+            return found
+        path = request.rel_url.path
+        canonical = "/".join(self._spelling.get(s.lower(), s) for s in path.split("/"))
+        if canonical == path:
+            return found
+        return await super().resolve(request.clone(rel_url=request.rel_url.with_path(canonical)))
+
+
 class Emulator:
     """The aiohttp application over a `World`."""
 
@@ -66,8 +94,12 @@ class Emulator:
         self.validator = validator if validator is not None else RequestValidator.load()
         self.identity_header = secrets.token_urlsafe(16)
         self.tokens: set[str] = set()
+        self._signing_key = secrets.token_bytes(32)
         self.validation_errors: list[str] = []
-        self.app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[self._envelope])
+        self.router = ArmRouter()
+        self.app = web.Application(
+            client_max_size=8 * 1024 * 1024, middlewares=[self._envelope], router=self.router
+        )
         self._routes()
 
     @property
@@ -83,10 +115,10 @@ class Emulator:
         validate = getattr(route, "_emulator_validate", False) if route is not None else False
         needs_token = getattr(route, "_emulator_auth", False) if route is not None else False
         if needs_token:
-            auth = request.headers.get("Authorization", "")
-            if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
+            problem = self._token_problem(request.headers.get("Authorization", ""))
+            if problem is not None:
                 return arm_error(
-                    ServiceError(401, "AuthenticationFailed", "Authentication failed: no valid bearer token.")
+                    ServiceError(401, "AuthenticationFailed", f"Authentication failed: {problem}.")
                 )
         fault = self.world.take_fault(request.method, request.path)
         if fault is not None:
@@ -126,6 +158,25 @@ class Emulator:
             return arm_error(ServiceError(500, "EmulatorSpecViolation", problem))
         return response
 
+    def _token_problem(self, authorization: str) -> str | None:
+        """Why a bearer token is not accepted (None: it is): it must be a JWT this server issued,
+        unexpired, for this cloud's resource manager (the ARM audience: management.azure.com on
+        AzureCloud), as ARM and the workspace's data plane (MLflow, run history) require."""
+        if not authorization.startswith("Bearer "):
+            return "no bearer token"
+        try:
+            claims = jwt.decode(
+                authorization[7:], self._signing_key, algorithms=["HS256"], options={"verify_aud": False}
+            )
+        except jwt.ExpiredSignatureError:
+            return "the token has expired"
+        except jwt.InvalidTokenError:
+            return "not a token this cloud issued"
+        audience = str(claims.get("aud", "")).rstrip("/")
+        if audience != self.base_url:
+            return f"the token's audience {audience!r} is not this cloud's resource manager {self.base_url!r}"
+        return None
+
     def _add(
         self,
         method: str,
@@ -136,6 +187,7 @@ class Emulator:
         auth: bool = True,
     ) -> None:
         route = self.app.router.add_route(method, path, handler)
+        self.router.learn(path)
         route._emulator_validate = validate  # type: ignore[attr-defined]
         route._emulator_auth = auth  # type: ignore[attr-defined]
 
@@ -214,7 +266,19 @@ class Emulator:
         """App Service managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER, api-version 2019-08-01)."""
         if request.headers.get(IDENTITY_HEADER) != self.identity_header:
             return web.json_response({"error": "invalid identity header"}, status=401)
-        token = "emu-" + secrets.token_urlsafe(24)
+        now = int(time.time())
+        claims = {
+            "aud": request.query.get("resource", ""),
+            "iss": f"https://sts.windows.net/{self.world.tenant}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + TOKEN_LIFETIME_S,
+            "appid": MANAGED_IDENTITY_CLIENT_ID,
+            "oid": MANAGED_IDENTITY_OBJECT_ID,
+            "tid": self.world.tenant,
+            "sub": MANAGED_IDENTITY_OBJECT_ID,
+        }
+        token = jwt.encode(claims, self._signing_key, algorithm="HS256")
         self.tokens.add(token)
         return web.json_response(
             {
@@ -222,7 +286,7 @@ class Emulator:
                 "expires_on": str(int(time.time()) + TOKEN_LIFETIME_S),
                 "resource": request.query.get("resource", ""),
                 "token_type": "Bearer",
-                "client_id": "33333333-3333-3333-3333-333333333333",
+                "client_id": MANAGED_IDENTITY_CLIENT_ID,
             }
         )
 
@@ -557,6 +621,9 @@ class EmulatorServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
+        self._tunnel: asyncio.Server | None = None
+        # HTTPS_PROXY for clients that hard-code management.azure.com (see `tunnel`); set at start.
+        self.arm_proxy: str | None = None
 
     @property
     def url(self) -> str:
@@ -610,10 +677,14 @@ class EmulatorServer:
         sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1]
         self.world.base_url = f"https://127.0.0.1:{self.port}"
+        self._tunnel = await start_tunnel(self.port)
+        self.arm_proxy = f"http://127.0.0.1:{self._tunnel.sockets[0].getsockname()[1]}"
 
     def stop(self) -> None:
         loop = self._loop
         if loop is not None and self._runner is not None:
+            if self._tunnel is not None:
+                loop.call_soon_threadsafe(self._tunnel.close)
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=10)
             loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:

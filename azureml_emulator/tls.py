@@ -1,6 +1,7 @@
-"""The emulator's TLS: a throwaway CA made at start (trustme), a server certificate for 127.0.0.1
-and localhost, and a CA bundle file clients trust through their usual settings
-(REQUESTS_CA_BUNDLE for requests/azure-core/mlflow, SSL_CERT_FILE for httpx and the ssl module)."""
+"""The emulator's TLS: a throwaway CA made at start (trustme), a server certificate for 127.0.0.1,
+localhost and management.azure.com (reached through `tunnel`, never by DNS), and a CA bundle file
+clients trust through their usual settings (REQUESTS_CA_BUNDLE for requests/azure-core/mlflow,
+SSL_CERT_FILE for httpx and the ssl module)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import certifi
 import trustme
+
+from azureml_emulator.tunnel import TUNNELED_HOSTS
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ def make_tls(directory: Path) -> Tls:
     """A new CA and server certificate; the bundle is written to `directory/ca-bundle.pem`."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="Azure ML emulator")
-    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert = ca.issue_cert("127.0.0.1", "localhost", *sorted(TUNNELED_HOSTS))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     bundle = directory / "ca-bundle.pem"

@@ -4,6 +4,8 @@ Resources are kept in their wire shape (the JSON the REST API returns), so the s
 the ARM envelope. Time does not pass by itself: a job moves one step along its `JobScript` each
 time it is read (GET) and a deployment one step along its `DeploymentScript` each time it or its
 long-running operation is polled, so a test says "completed after 3 polls" and never sleeps.
+With an `Executor` (`local_executor.LocalExecutor`) jobs and deployments run for real instead: a
+job trains on the offline stack and a deployment serves its model, and reads report their state.
 
 What the service enforces and this emulator enforces too (the codes are the service's):
 - 404 ResourceNotFound for a missing job, model, endpoint, deployment or connection;
@@ -24,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 Json = dict[str, Any]
 
@@ -147,6 +149,34 @@ class Fault:
 Scorer = Callable[[str, str, Json], tuple[int, Json]]
 
 
+class Executor(Protocol):
+    """Runs jobs and deployments for real (`local_executor.LocalExecutor`) instead of scripts.
+
+    Called with the World's lock held, except `score`. Statuses are the service's words."""
+
+    def start_job(self, name: str, props: Json, training_data: str, validation_data: str) -> None: ...
+
+    def job_status(self, name: str) -> tuple[str, str | None]: ...
+
+    def cancel_job(self, name: str) -> None: ...
+
+    def job_metrics(self, name: str) -> dict[str, list[tuple[int, float]]]: ...
+
+    def job_model(self, job_name: str, model_name: str) -> Any: ...
+
+    def create_endpoint(self, name: str) -> None: ...
+
+    def delete_endpoint(self, name: str) -> None: ...
+
+    def start_deployment(self, endpoint: str, deployment: str, model: Any, instance_type: str) -> None: ...
+
+    def deployment_state(self, endpoint: str, deployment: str) -> tuple[str, str | None]: ...
+
+    def delete_deployment(self, endpoint: str, deployment: str) -> None: ...
+
+    def score(self, endpoint: str, deployment: str, payload: Json) -> tuple[int, Json]: ...
+
+
 def echo_scorer(endpoint: str, deployment: str, payload: Json) -> tuple[int, Json]:
     """The Prompt flow tool's contract: `input_data.input_string[-1].content` in, `{"output"}` out."""
     try:
@@ -167,6 +197,7 @@ class _Job:
     status: str = "NotStarted"
     canceled: bool = False
     cancel_reads: int = 0
+    error: str | None = None  # what the executor reported for a failed job
 
 
 @dataclass
@@ -227,6 +258,10 @@ class World:
     registry_models: dict[str, dict[str, Json]] = field(default_factory=lambda: default_registry())
     # Set by the server once it listens: where scoring URIs and discovery answers point.
     base_url: str = "https://127.0.0.1"
+    # Runs jobs and deployments for real; None: `JobScript`s and `DeploymentScript`s drive them.
+    executor: Executor | None = None
+    # The workspace's datastores: name -> the container of the datasets account it points at.
+    datastores: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
@@ -309,6 +344,14 @@ class World:
                     raise ServiceError(409, "Conflict", f"Job {name} already exists with another jobType.")
                 return 200, self.job_json(ws, existing)
             props = dict(body.get("properties", {}))
+            if self.executor is not None:
+                details = props.get("fineTuningDetails") or {}
+                self.executor.start_job(
+                    name,
+                    props,
+                    self.resolve_data(str((details.get("trainingData") or {}).get("uri") or "")),
+                    self.resolve_data(str((details.get("validationData") or {}).get("uri") or "")),
+                )
             job = _Job(
                 name=name,
                 body={"properties": props},
@@ -324,6 +367,21 @@ class World:
             self._advance_job(ws, job)
             return self.job_json(ws, job)
 
+    def resolve_data(self, uri: str) -> str:
+        """Where a job input lives: `azureml://datastores/<d>/paths/<p>` through the workspace's
+        datastores (as `<container>/<p>`), a blob URL as is."""
+        found = re.fullmatch(r"azureml://datastores/([^/]+)/paths/(.+)", uri)
+        if found:
+            container = self.datastores.get(found[1])
+            if container is None:
+                raise ServiceError(
+                    400, "UserError", f"Datastore '{found[1]}' was not found in the workspace."
+                )
+            return f"{container}/{found[2]}"
+        if uri.startswith(("https://", "http://")):
+            return uri
+        raise ServiceError(400, "UserError", f"Job input URI {uri[:200]!r} is not a datastore path or a URL.")
+
     def _job(self, ws: str, name: str) -> _Job:
         job = self.jobs.get((ws, name))
         if job is None:
@@ -332,6 +390,11 @@ class World:
 
     def _advance_job(self, ws: str, job: _Job) -> None:
         if job.status in TERMINAL_JOB_STATUSES:
+            return
+        if self.executor is not None:
+            job.status, job.error = self.executor.job_status(job.name)
+            if job.status == "Completed":
+                self._complete_job(ws, job)
             return
         if job.canceled:
             job.cancel_reads += 1
@@ -346,12 +409,20 @@ class World:
     def _complete_job(self, ws: str, job: _Job) -> None:
         props = job.body["properties"]
         experiment = str(props.get("experimentName") or "Default")
-        steps = job.script.loss
-        self.metrics[job.name] = {
-            "loss": [(i + 1, 1_700_000_000_000 + i, v) for i, v in enumerate(steps)],
-            "train_loss": [(len(steps), 1_700_000_000_100, steps[-1] if steps else 0.0)],
-            "eval_loss": [(i + 1, 1_700_000_000_000 + i, v) for i, v in enumerate(job.script.eval_loss)],
-        }
+        if self.executor is not None:
+            logged = self.executor.job_metrics(job.name)
+            train = [v for _, v in logged.get("loss", [])]
+            self.metrics[job.name] = {
+                key: [(step, 1_700_000_000_000 + i, v) for i, (step, v) in enumerate(points)]
+                for key, points in logged.items()
+            }
+        else:
+            train = list(job.script.loss)
+            self.metrics[job.name] = {
+                "loss": [(i + 1, 1_700_000_000_000 + i, v) for i, v in enumerate(train)],
+                "eval_loss": [(i + 1, 1_700_000_000_000 + i, v) for i, v in enumerate(job.script.eval_loss)],
+            }
+        self.metrics[job.name]["train_loss"] = [(len(train), 1_700_000_000_100, train[-1] if train else 0.0)]
         self.run_tags[job.name] = {"mlflow.rootRunId": job.name, "experiment": experiment}
         output = (props.get("outputs") or {}).get("registered_model")
         if job.script.register_model and output and output.get("assetName"):
@@ -384,6 +455,8 @@ class World:
                 )
             job.canceled = True
             job.status = "CancelRequested"
+            if self.executor is not None:
+                self.executor.cancel_job(name)
 
     def job_json(self, ws: str, job: _Job) -> Json:
         props = dict(job.body["properties"])
@@ -416,7 +489,9 @@ class World:
         with self.lock:
             job = self._job(ws, name)
             details: Json = {"runId": name, "status": job.status, "target": "serverless"}
-            if job.status == "Failed" and job.script.error:
+            if job.status == "Failed" and job.error:
+                details["error"] = {"error": {"code": "UserError", "message": job.error}}
+            elif job.status == "Failed" and job.script.error:
                 code, message = job.script.error
                 details["error"] = {"error": {"code": code, "message": message}}
             return details
@@ -529,6 +604,8 @@ class World:
                 keys = (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
                 ep = _Endpoint(name=name, body={}, keys=keys, polls_left=self.endpoint_polls)
                 ep.body = self._endpoint_body(ws, name, body, props)
+                if self.executor is not None:
+                    self.executor.create_endpoint(name)
                 self.endpoints[(ws, name)] = ep
                 op = self.new_operation(ws, "endpoint-create", name)
                 return 201, self.endpoint_json(ws, ep), op
@@ -655,7 +732,11 @@ class World:
                     "UserError",
                     f"Instance type {instance_type or '(none)'} is not supported in region {self.region}.",
                 )
-            self._check_model_reference(ws, str(props.get("model") or ""))
+            model = self._check_model_reference(ws, str(props.get("model") or ""))
+            if self.executor is not None:
+                self.executor.start_deployment(
+                    endpoint, name, self._executed_model(ws, *model), instance_type
+                )
             script = self.deployment_scripts.get(name, self.default_deployment_script)
             dep = _Deployment(endpoint=endpoint, name=name, body={}, script=script)
             props = {
@@ -679,20 +760,33 @@ class World:
             op = self.new_operation(ws, "deployment-create", endpoint, name)
             return (200 if existing else 201), self.deployment_json(ws, dep), op
 
-    def _check_model_reference(self, ws: str, model: str) -> None:
-        """The deployment's model: a workspace model version's ARM id (or azureml: reference)."""
+    def _check_model_reference(self, ws: str, model: str) -> tuple[str, str]:
+        """The deployment's model, (name, version): a model version's ARM id."""
         marker = "/models/"
         if marker in model and "/versions/" in model:
             tail = model.split(marker, 1)[1]
             name, _, version = tail.partition("/versions/")
-            if "/registries/" in model:
-                return
-            if version not in self.models.get((ws, name), {}):
+            if "/registries/" not in model and version not in self.models.get((ws, name), {}):
                 raise ServiceError(
                     404, "ResourceNotFound", f"Model {name}:{version} was not found in workspace {ws}."
                 )
-            return
+            return name, version
         raise ServiceError(400, "UserError", f"Deployment model must be a model version id, got {model!r}.")
+
+    def _executed_model(self, ws: str, name: str, version: str) -> Any:
+        """The executor's copy of a workspace model that a job produced (its modelUri names the job)."""
+        assert self.executor is not None
+        uri = str(
+            self.models.get((ws, name), {}).get(version, {}).get("properties", {}).get("modelUri") or ""
+        )
+        found = re.match(r"azureml://jobs/([^/]+)/outputs/", uri)
+        if not found:
+            raise ServiceError(
+                400,
+                "UserError",
+                f"Model {name}:{version} ({uri or 'no modelUri'}) was not produced by a job here.",
+            )
+        return self.executor.job_model(found[1], name)
 
     def deployment_json(self, ws: str, dep: _Deployment) -> Json:
         props = {**dep.body["properties"], "provisioningState": dep.state}
@@ -713,6 +807,15 @@ class World:
 
     def _advance_deployment(self, dep: _Deployment) -> None:
         if dep.state != "Creating":
+            return
+        if self.executor is not None:
+            state, error = self.executor.deployment_state(dep.endpoint, dep.name)
+            dep.state = "Creating" if state == "Deleting" else state
+            if error is not None:
+                dep.failure = (
+                    "ResourceNotReady",
+                    f"User container has crashed or terminated: {error[-1000:]}",
+                )
             return
         if dep.reads >= dep.script.polls:
             dep.state = dep.script.outcome
@@ -777,6 +880,8 @@ class World:
             ep = self.endpoints.get((ws, op.endpoint))
             if op.kind == "endpoint-delete":
                 if ep is not None:
+                    if self.executor is not None:
+                        self.executor.delete_endpoint(op.endpoint)
                     for key in [k for k in self.deployments if k[0] == ws and k[1] == op.endpoint]:
                         del self.deployments[key]
                     del self.endpoints[(ws, op.endpoint)]
@@ -789,6 +894,8 @@ class World:
         dep = self.deployments.get(key)
         if op.kind == "deployment-delete":
             if dep is not None:
+                if self.executor is not None:
+                    self.executor.delete_deployment(op.endpoint, op.deployment or "")
                 del self.deployments[key]
             return "Succeeded", None
         if dep is None:
@@ -845,7 +952,10 @@ class World:
             dep = self.deployments.get((ws, endpoint, deployment))
             if dep is None or dep.state != "Succeeded":
                 return 404, {"message": f"deployment {deployment} not found or not ready"}
+            executor = self.executor
             scorer = self.scorers.get(deployment, self.scorer)
+        if executor is not None:  # the deployment's own container answers, outside the lock
+            return executor.score(endpoint, deployment, payload)
         return scorer(endpoint, deployment, payload)
 
     # ------------------------------------------------------------------ MLflow (loss history)

@@ -167,7 +167,7 @@ def _mlflow_not_found(exc: BaseException) -> bool:
 # the cloud's resource manager + "/.default" (_common/_cloud/cloud.py:63-64; AzureCloud:
 # https://management.azure.com/), the scope of Azure/azureml-examples' using_mlflow_rest_api notebook.
 AZUREML_MLFLOW_API = "/mlflow/v2.0"
-AZUREML_MLFLOW_SCOPE = "https://management.azure.com/.default"
+_MLFLOW_REST_BASE = re.compile(r"https?://\S*?/api/2\.0/mlflow/")
 _AZUREML_TRACKING_PATH = re.compile(
     r"^/mlflow/v[0-9.]+/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
     r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)/?$",
@@ -196,6 +196,15 @@ def azureml_tracking_base(tracking_uri: str) -> str:
     )
 
 
+def arm_scope() -> str:
+    """The ARM token scope of the current cloud: its resource manager + "/.default", resolved as
+    azure-ai-ml resolves it for its own ARM calls (AZUREML_CURRENT_CLOUD, or the cloud ARM's
+    metadata names; AzureCloud: https://management.azure.com/), not AzureCloud's hard-coded."""
+    from azure.ai.ml._azure_environments import _get_base_url_from_metadata, _resource_to_scopes
+
+    return _resource_to_scopes(_get_base_url_from_metadata())[0]
+
+
 class AzureMLHostCreds:
     """RestStore's `get_host_creds` for the workspace: the REST base and a fresh AAD token.
 
@@ -211,7 +220,7 @@ class AzureMLHostCreds:
     def __call__(self) -> Any:
         from mlflow.utils.rest_utils import MlflowHostCreds
 
-        token = self._credential.get_token(AZUREML_MLFLOW_SCOPE).token
+        token = self._credential.get_token(arm_scope()).token
         redact.remember(token)
         return MlflowHostCreds(host=self.host, token=token)
 
@@ -251,7 +260,11 @@ def _scrubbed_error(exc: Exception) -> Exception:
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import ErrorCode
 
-    message = redact.shorten(str(exc), MAX_ERROR_CHARS)
+    # mlflow's message opens with the ~200-character workspace REST URL and ends with why: the URL
+    # is cut to its MLflow route, and a message still too long loses its middle, not its cause.
+    message = redact.shorten(
+        _MLFLOW_REST_BASE.sub("workspace MLflow /", str(exc)), MAX_ERROR_CHARS, keep_end=True
+    )
     if isinstance(exc, MlflowException):
         try:
             code = ErrorCode.Value(exc.error_code)

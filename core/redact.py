@@ -41,10 +41,16 @@ def scrub(text: str) -> str:
 _URL_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 
 
-def shorten(text: str, limit: int, *, hide_queries: bool = False) -> str:
+def shorten(text: str, limit: int, *, hide_queries: bool = False, keep_end: bool = False) -> str:
     """Scrub `text` (and, if asked, every URL's query string), then cap it at `limit` characters
-    (for messages that travel into history)."""
+    (for messages that travel into history): its head, or with `keep_end` its head and its end
+    (for messages whose cause comes last)."""
     if hide_queries:
         text = _URL_QUERY.sub(r"\1?***", text)
     text = scrub(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    if keep_end:
+        head = (limit - 5) // 2
+        return text[:head] + " ... " + text[len(text) - (limit - 5 - head) :]
+    return text[: limit - 3] + "..."

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from devhost import azurite
+from devhost import azure_emulator, azurite
 from devhost.config import host_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +33,9 @@ def serve(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args)
     store = azurite.ensure(run_dir / "azurite", args.azurite_port)
     env = host_env(run_dir, store.connection_string)
+    if args.azure:
+        emulator = azure_emulator.ensure(run_dir, env, env["DATASETS_CONTAINER"])
+        env.update(emulator.app_env(env["DATASETS_CONTAINER"]))
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))
@@ -84,6 +87,8 @@ def up(args: argparse.Namespace) -> int:
     log = run_dir / "devhost.log"
     cmd = [sys.executable, "-m", "devhost", "serve", "--run-dir", str(run_dir), "--port", str(args.port),
            "--azurite-port", str(args.azurite_port), "--app", args.app]  # fmt: skip
+    if args.azure:
+        cmd.append("--azure")
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     wait_ready(args.port, proc, 60, log)
@@ -134,6 +139,8 @@ def down(args: argparse.Namespace) -> int:
         stopped.append("local endpoints and jobs")
     except ImportError:
         pass
+    if azure_emulator.stop(run_dir):
+        stopped.append("Azure ML emulator")
     if azurite.stop(run_dir / "azurite"):
         stopped.append("azurite")
     print("stopped: " + (", ".join(stopped) or "nothing was running"))
@@ -168,13 +175,12 @@ def upload(args: argparse.Namespace) -> int:
 
 def chat(args: argparse.Namespace) -> int:
     """Ask the Prompt flow flow a question through the connection the last run wrote."""
-    from devhost.demo import ask_flow
-    from localml.paths import RunPaths
-    from localml.serving import promptflow_env
+    from devhost.demo import ask_flow, flow_env
 
-    env = {**os.environ, **promptflow_env(RunPaths.at(_run_dir(args)))}
+    run_dir = _run_dir(args)
+    azure = args.azure or azure_emulator.running(run_dir) is not None
     try:
-        print(ask_flow(args.question, env))
+        print(ask_flow(args.question, flow_env(run_dir, azure=azure), azure=azure))
     except RuntimeError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -194,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--port", type=int, default=int(os.environ.get("DEVHOST_PORT", "7071")))
     common.add_argument("--azurite-port", type=int, default=int(os.environ.get("AZURITE_PORT", "10000")))
     common.add_argument("--app", default="function_app", help="module holding the FunctionApp")
+    common.add_argument(
+        "--azure",
+        action="store_true",
+        help="run the app's Azure code path (BACKEND=azureml) against the Azure ML emulator",
+    )
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", parents=[common], help="run the host in the foreground")

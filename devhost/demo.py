@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from devhost import azurite
+from devhost import azure_emulator, azurite
 from devhost.config import host_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,14 +85,28 @@ def follow(base_url: str, instance_id: str, started: float, timeout_s: float) ->
     raise TimeoutError(f"run {instance_id} did not finish within {timeout_s:.0f} s")
 
 
-def ask_flow(question: str, env: dict[str, str]) -> str:
-    """`pf flow test` against the connection the run wrote (the user-facing way to chat)."""
-    pf = Path(sys.executable).with_name("pf")
-    cmd = [str(pf), "flow", "test", "--flow", str(FLOW), "--inputs", f"input_data={question}"]
+def flow_env(run_dir: Path, *, azure: bool) -> dict[str, str]:
+    """What `pf` needs to use the connection runs write: the run dir's local Prompt flow store, or
+    (`azure`) the Azure ML emulator's workspace, read as Prompt flow reads it on Azure."""
+    from localml.paths import RunPaths
+    from localml.serving import promptflow_env
+
+    extra = azure_emulator.promptflow_env(run_dir) if azure else promptflow_env(RunPaths.at(run_dir))
+    return {**os.environ, **extra}
+
+
+def ask_flow(question: str, env: dict[str, str], *, azure: bool = False) -> str:
+    """`pf flow test` against the connection the run wrote (the user-facing way to chat); with
+    `azure`, the flow as it is served on Azure, its connection read from the workspace."""
+    if azure:
+        cmd = [sys.executable, "-m", "devhost.invoke_flow", str(FLOW), question]
+    else:
+        pf = Path(sys.executable).with_name("pf")
+        cmd = [str(pf), "flow", "test", "--flow", str(FLOW), "--inputs", f"input_data={question}"]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         output = (proc.stderr.strip() or proc.stdout.strip())[-2000:] or "no output"
-        raise RuntimeError(f"pf flow test failed ({proc.returncode}); has a run completed yet?\n{output}")
+        raise RuntimeError(f"the flow failed ({proc.returncode}); has a run completed yet?\n{output}")
     out = proc.stdout.strip()
     start = out.find("{")
     try:
@@ -140,13 +154,19 @@ def run_demo(args: argparse.Namespace) -> int:
     say(f"demo: run directory {run_dir}")
     store = azurite.ensure(paths.azurite_dir, args.azurite_port)
     env = host_env(run_dir, store.connection_string)
-    from localml.serving import promptflow_env
+    if args.azure:
+        emulator = azure_emulator.ensure(run_dir, env, env["DATASETS_CONTAINER"])
+        say(f"demo: Azure ML emulator on {emulator.url} (the app runs with BACKEND=azureml)")
+    else:
+        from localml.serving import promptflow_env
 
-    env.update(promptflow_env(paths))
+        env.update(promptflow_env(paths))
     base_url = f"http://127.0.0.1:{args.port}"
     log = run_dir / "devhost.log"
     cmd = [sys.executable, "-m", "devhost", "serve", "--run-dir", str(run_dir), "--port", str(args.port),
            "--azurite-port", str(args.azurite_port)]  # fmt: skip
+    if args.azure:
+        cmd.append("--azure")
     with open(log, "ab") as out:
         host = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -172,7 +192,7 @@ def run_demo(args: argparse.Namespace) -> int:
             return 1
 
         say(f'demo: asking the Prompt flow flow: "{QUESTION}"')
-        answer = ask_flow(QUESTION, env)
+        answer = ask_flow(QUESTION, {**env, **flow_env(run_dir, azure=args.azure)}, azure=args.azure)
         answered_s = time.monotonic() - uploaded_at
         say(f"demo: answer: {answer}")
 

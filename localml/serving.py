@@ -854,6 +854,14 @@ class LocalServing:
             return None
         return f"{failed['error']}\n{failed.get('log_tail', '')}".strip()
 
+    def deployment_scoring_uri(self, endpoint: str, deployment: str) -> str | None:
+        """The deployment's own scoring server (loopback, no key: the front, or the Azure ML
+        emulator, checks the key), or None if there is no such deployment."""
+        _check_name("endpoint", endpoint)
+        _check_name("deployment", deployment)
+        dcfg = _read_json(self._deployment_dir(endpoint, deployment) / DEPLOYMENT_FILE)
+        return None if dcfg is None else f"http://127.0.0.1:{int(dcfg['port'])}/score"
+
     def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
         """The endpoint's deployments (by name) with the instance type/count and tags of their
         spec and their provisioning state, read from the records like `list_endpoints` (no

@@ -354,13 +354,6 @@ def test_loss_history_of_a_job_without_an_mlflow_run_is_empty(
     assert aml_backend.loss_history("ft-never-submitted-finetune") == LossHistory()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backends/azureml.py AZUREML_MLFLOW_SCOPE hard-codes AzureCloud's ARM audience "
-    "(https://management.azure.com/.default) for the MLflow token, although the module docstring says "
-    "the cloud's resource manager: in any other cloud (sovereign, or the emulator's, which azure-ai-ml "
-    "reads from ARM_CLOUD_METADATA_URL) the token is for the wrong audience",
-)
 def test_loss_history_asks_for_a_token_of_the_clouds_resource_manager(
     aml_server: EmulatorServer, aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
@@ -404,12 +397,6 @@ def test_loss_history_transient_fault_propagates_scrubbed(
     assert not [t for t in aml_server.emulator.tokens if t in text], "a bearer token leaked"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="backends/azureml.py _scrubbed_error caps the MLflow message at MAX_ERROR_CHARS (300) from its "
-    "head; mlflow's message starts with the ~200-character workspace REST URL, so the cause "
-    "('too many 503 error responses') is always cut off",
-)
 def test_loss_history_transient_fault_says_why(
     aml_world: World, aml_backend: AzureMLBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -843,9 +830,15 @@ def _list_secrets(server: EmulatorServer, world: World, name: str) -> httpx.Resp
 
 
 def test_a_published_connection_reads_back_through_promptflow(
-    aml_server: EmulatorServer, aml_world: World, aml_backend: AzureMLBackend
+    aml_server: EmulatorServer,
+    aml_world: World,
+    aml_backend: AzureMLBackend,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from promptflow.core._connection import CustomConnection, _Connection
+    """Read as a flow deployed on Azure reads it: promptflow-core's workspace connection provider
+    (POST listsecrets, msrest model, connection dict), which always calls management.azure.com:
+    reached through the emulator's CONNECT proxy, with a token it checks is for the ARM audience."""
+    from promptflow.core._connection import CustomConnection
     from promptflow.core._connection_provider._workspace_connection_provider import (
         WorkspaceConnectionProvider,
     )
@@ -854,17 +847,18 @@ def test_a_published_connection_reads_back_through_promptflow(
     uri = aml_backend.publish_connection("phi3-finetuned", "phi3-ft-one")
     assert aml_backend.connection_exists("phi3-finetuned") is True
 
-    answer = _list_secrets(aml_server, aml_world, "phi3-finetuned")
-    assert answer.status_code == 200
-    # WorkspaceConnectionProvider.get = POST listsecrets + exactly these two steps
-    # (_build_connection_dict: deserialize + build_connection_dict_from_rest_object).
-    as_dict = WorkspaceConnectionProvider._convert_to_connection_dict("phi3-finetuned", answer.json())
-    connection = _Connection._from_execution_connection_dict(name="phi3-finetuned", data=as_dict)
+    monkeypatch.setenv("HTTPS_PROXY", str(aml_server.arm_proxy))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    provider = WorkspaceConnectionProvider(aml_world.subscription, aml_world.resource_group, ws(aml_world))
+    connection = provider.get("phi3-finetuned")
 
     assert isinstance(connection, CustomConnection)
     assert uri == f"{aml_world.inference_url('phi3-ft-one')}/score"
     assert connection.configs == {"endpoint": uri}
     assert connection.secrets == {"key": aml_world.endpoint_keys(ws(aml_world), "phi3-ft-one")["primaryKey"]}
+    # promptflow spells the path its own way (lowercase resourcegroups) at its own api-version
+    [(_, path)] = [(m, p) for m, p in aml_world.requests if p.split("?")[0].endswith("/listsecrets")]
+    assert "/resourcegroups/" in path and "api-version=2023-04-01-preview" in path
 
 
 def test_delete_connection_removes_it_and_a_second_delete_is_no_error(

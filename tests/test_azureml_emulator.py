@@ -666,7 +666,7 @@ def arm_http(aml_server: EmulatorServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=aml_server.url, verify=ca, timeout=10) as client:
         answer = client.get(
             "/msi/token",
-            params={"api-version": "2019-08-01", "resource": "x"},
+            params={"api-version": "2019-08-01", "resource": aml_server.url},
             headers={IDENTITY_HEADER: aml_server.emulator.identity_header},
         )
         assert answer.status_code == 200
@@ -978,6 +978,29 @@ def test_no_or_unknown_bearer_token_is_401(arm: Arm, token: str | None) -> None:
     request.headers.pop("Authorization")
     request.headers.update(headers)
     _arm_error(arm.http.send(request), 401, "AuthenticationFailed")
+
+
+def test_a_token_for_another_audience_is_refused(arm: Arm, aml_server: EmulatorServer) -> None:
+    """ARM and the workspace's data plane take tokens for this cloud's resource manager only."""
+    answer = arm.http.get(
+        "/msi/token",
+        params={"api-version": "2019-08-01", "resource": "https://management.azure.com/"},
+        headers={IDENTITY_HEADER: aml_server.emulator.identity_header},
+    )
+    token = answer.json()["access_token"]
+    refused = arm.http.get(
+        f"{arm.ws}/onlineEndpoints",
+        params={"api-version": ENDPOINT_V},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert refused.status_code == 401
+    assert "audience 'https://management.azure.com'" in refused.json()["error"]["message"]
+    forged = arm.http.get(
+        f"{arm.ws}/onlineEndpoints",
+        params={"api-version": ENDPOINT_V},
+        headers={"Authorization": f"Bearer {token[:-4]}AAAA"},
+    )
+    assert forged.status_code == 401
 
 
 def test_msi_route_refuses_a_wrong_identity_header(arm: Arm) -> None:
