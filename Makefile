@@ -1,5 +1,5 @@
 # The two commands a new user needs (README.md): `make demo` and `make test`.
-.PHONY: setup demo up down test lint clean
+.PHONY: setup demo demo-azure up down test lint clean
 
 setup:
 	scripts/setup.sh full
@@ -7,6 +7,11 @@ setup:
 # The whole pipeline offline: Azurite + the dev host + a tiny Phi-3 fine-tuned on CPU + Prompt flow.
 demo: setup
 	.venv/bin/python -m devhost demo
+
+# The same demo through the app's Azure code path (BACKEND=azureml: azure-ai-ml, azure-identity, mlflow
+# over HTTPS) against the Azure ML emulator, which runs the job and the deployments on the offline stack.
+demo-azure: setup
+	.venv/bin/python -m devhost demo --azure
 
 # Keep the dev host running (POST /api/runs, status URLs, uploads to Azurite) / stop it.
 up: setup

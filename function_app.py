@@ -1,5 +1,7 @@
 """The Function App: a DFApp that only registers blueprints (DESIGN §2)."""
 
+import logging
+
 import azure.durable_functions as df
 import azure.functions as func
 
@@ -7,6 +9,10 @@ import activities
 from orchestrators import finetune, sweep
 from triggers import blob, http
 from triggers import sweep as sweep_triggers
+
+# azure-core logs every request it sends (URL, headers) at INFO: each ARM poll of a job or a
+# deployment would be a log line in Application Insights. Its warnings and errors still get through.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (blob.bp, http.bp, sweep_triggers.bp, finetune.bp, sweep.bp, activities.bp):
