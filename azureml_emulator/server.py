@@ -346,6 +346,9 @@ class Emulator:
                     "discoveryUrl": f"{self.base_url}/discovery",
                     "mlFlowTrackingUri": f"azureml://{host}/mlflow/v1.0{rid}",
                     "publicNetworkAccess": "Enabled",
+                    "serviceProvisionedResourceGroup": f"{ws}_{w.subscription.replace('-', '')[:16]}",
+                    "privateLinkCount": 0,
+                    "allowPublicAccessWhenBehindVnet": False,
                     "hbiWorkspace": False,
                     "v1LegacyMode": False,
                 },
@@ -381,7 +384,8 @@ class Emulator:
     # ------------------------------------------------------------------ models
 
     async def list_model_containers(self, request: web.Request) -> web.Response:
-        return web.json_response({"value": self.world.list_model_containers(self._ws(request))})
+        view = request.query.get("listViewType", "ActiveOnly")
+        return web.json_response({"value": self.world.list_model_containers(self._ws(request), view)})
 
     async def get_model_container(self, request: web.Request) -> web.Response:
         return web.json_response(

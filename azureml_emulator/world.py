@@ -469,6 +469,17 @@ class World:
                 "status": None,
             }
         }
+        details = props.get("fineTuningDetails")
+        if isinstance(details, dict):  # the service fills each input's mode (default: read-only mount)
+            props["fineTuningDetails"] = {
+                **details,
+                **{
+                    k: {"mode": "ReadOnlyMount", **details[k]}
+                    for k in ("model", "trainingData", "validationData")
+                    if isinstance(details.get(k), dict)
+                },
+            }
+        props.setdefault("identity", {"identityType": "AMLToken"})  # the service's default job identity
         outputs = dict(props.get("outputs") or {})
         if "registered_model" in outputs:
             outputs["registered_model"] = {
@@ -548,9 +559,15 @@ class World:
                 raise not_found("model", name)
             return self._container(ws, name, versions)
 
-    def list_model_containers(self, ws: str) -> list[Json]:
+    def list_model_containers(self, ws: str, view: str = "ActiveOnly") -> list[Json]:
+        """The workspace's models; `view` (listViewType) ActiveOnly, ArchivedOnly or All."""
         with self.lock:
-            return [self._container(w, n, v) for (w, n), v in sorted(self.models.items()) if w == ws and v]
+            found = [self._container(w, n, v) for (w, n), v in sorted(self.models.items()) if w == ws and v]
+        if view == "ActiveOnly":
+            return [c for c in found if not c["properties"]["isArchived"]]
+        if view == "ArchivedOnly":
+            return [c for c in found if c["properties"]["isArchived"]]
+        return found
 
     def _container(self, ws: str, name: str, versions: dict[str, Json]) -> Json:
         latest = max(versions, key=lambda v: (v.isdigit(), int(v) if v.isdigit() else 0, v))
@@ -1061,7 +1078,7 @@ def _system_data(created: float) -> Json:
 def default_vm_sizes() -> list[Json]:
     """A few GPU and CPU sizes of the region, in the REST `VirtualMachineSize` shape."""
 
-    def size(name: str, family: str, vcpus: int, gpus: int, memory_gb: float) -> Json:
+    def size(name: str, family: str, vcpus: int, gpus: int, memory_gb: float, usd_per_hour: float) -> Json:
         return {
             "name": name,
             "family": family,
@@ -1073,15 +1090,24 @@ def default_vm_sizes() -> list[Json]:
             "lowPriorityCapable": True,
             "premiumIO": True,
             "supportedComputeTypes": ["ComputeInstance", "AmlCompute"],
+            # Linux pay-as-you-go list prices (orders of magnitude of the region's, not quotes).
+            "estimatedVMPrices": {
+                "billingCurrency": "USD",
+                "unitOfMeasure": "OneHour",
+                "values": [
+                    {"retailPrice": usd_per_hour, "osType": "Linux", "vmTier": "Standard"},
+                    {"retailPrice": round(usd_per_hour * 0.2, 4), "osType": "Linux", "vmTier": "LowPriority"},
+                ],
+            },
         }
 
     return [
-        size("Standard_NC24ads_A100_v4", "standardNCADSA100v4Family", 24, 1, 220),
-        size("Standard_NC48ads_A100_v4", "standardNCADSA100v4Family", 48, 2, 440),
-        size("Standard_NC96ads_A100_v4", "standardNCADSA100v4Family", 96, 4, 880),
-        size("Standard_ND96amsr_A100_v4", "standardNDAMSv4_A100Family", 96, 8, 1900),
-        size("Standard_NC4as_T4_v3", "standardNCASv3_T4Family", 4, 1, 28),
-        size("Standard_DS3_v2", "standardDSv2Family", 4, 0, 14),
+        size("Standard_NC24ads_A100_v4", "standardNCADSA100v4Family", 24, 1, 220, 3.67),
+        size("Standard_NC48ads_A100_v4", "standardNCADSA100v4Family", 48, 2, 440, 7.35),
+        size("Standard_NC96ads_A100_v4", "standardNCADSA100v4Family", 96, 4, 880, 14.69),
+        size("Standard_ND96amsr_A100_v4", "standardNDAMSv4_A100Family", 96, 8, 1900, 32.77),
+        size("Standard_NC4as_T4_v3", "standardNCASv3_T4Family", 4, 1, 28, 0.526),
+        size("Standard_DS3_v2", "standardDSv2Family", 4, 0, 14, 0.229),
     ]
 
 
