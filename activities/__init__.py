@@ -11,6 +11,7 @@ from activities import (  # noqa: F401  (registers on bp)
     reporting,
     serving,
     training,
+    turns,
 )
 from activities.blueprint import bp
 

@@ -28,6 +28,7 @@ from core.models import (
 )
 from core.preflight import PreflightReport
 from core.scoring import Scorer
+from core.turns import Turn, TurnAnswer
 
 
 @runtime_checkable
@@ -154,3 +155,18 @@ class DatasetStore(Protocol):
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:
         """Upload `src` to `blob` (overwrite); return it with the new etag."""
         ...
+
+
+@runtime_checkable
+class TurnStore(Protocol):
+    """Whose turn it is to release onto an endpoint (core/turns.py), changed atomically."""
+
+    def take(self, endpoint: str, run: str, ttl_s: float) -> TurnAnswer:
+        """Grant `run` the turn (or renew it) for `ttl_s` if it is free, expired or its own."""
+        ...
+
+    def give_back(self, endpoint: str, run: str) -> bool:
+        """End `run`'s turn; False (no error) if it does not hold it."""
+        ...
+
+    def current(self, endpoint: str) -> Turn | None: ...

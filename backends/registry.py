@@ -7,7 +7,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-from backends.base import ConnectionStore, DatasetStore, PreflightBackend, ServingBackend, TrainingBackend
+from backends.base import (
+    ConnectionStore,
+    DatasetStore,
+    PreflightBackend,
+    ServingBackend,
+    TrainingBackend,
+    TurnStore,
+)
 from core.settings import get_settings
 
 
@@ -18,6 +25,7 @@ class Backends:
     connections: ConnectionStore
     datasets: DatasetStore
     preflight: PreflightBackend
+    turns: TurnStore
 
 
 _override: Backends | None = None
@@ -27,18 +35,27 @@ _override: Backends | None = None
 def _from_settings() -> Backends:
     settings = get_settings()
     from backends.blob_store import BlobDatasetStore
+    from backends.turns import BlobTurnStore
 
     datasets = BlobDatasetStore.from_settings(settings)
+    turns = BlobTurnStore(datasets.service, settings.DATASETS_CONTAINER)
     if settings.BACKEND == "azureml":
         from backends import azureml
 
         aml = azureml.build(settings)
-        return Backends(training=aml, serving=aml, connections=aml, datasets=datasets, preflight=aml)
+        return Backends(
+            training=aml, serving=aml, connections=aml, datasets=datasets, preflight=aml, turns=turns
+        )
     from backends import local  # the offline stack (devhost); heavy imports stay out of Azure
 
     training, serving, preflight = local.build(settings)
     return Backends(
-        training=training, serving=serving, connections=serving, datasets=datasets, preflight=preflight
+        training=training,
+        serving=serving,
+        connections=serving,
+        datasets=datasets,
+        preflight=preflight,
+        turns=turns,
     )
 
 

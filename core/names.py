@@ -31,3 +31,5 @@ class Activity(StrEnum):
     NOTIFY = "notify"
     LIST_EXPIRED_ENDPOINTS = "list_expired_endpoints"
     DELETE_ENDPOINT = "delete_endpoint"
+    TAKE_ENDPOINT_TURN = "take_endpoint_turn"
+    GIVE_BACK_ENDPOINT_TURN = "give_back_endpoint_turn"

@@ -53,12 +53,14 @@ from core.naming import (
     report_prefix,
 )
 from core.preflight import GPU_HOURS_BASIS, Plan, PreflightReport, estimate_gpu_hours
+from core.turns import TurnAnswer
 from orchestrators.state import Progress, RunInput
 
 bp = df.Blueprint()
 
 Step = Generator[Any, Any, Any]
 MAX_REPORTED_ERRORS = 20
+TURN_MARGIN_S = 3600  # on top of the deploy deadline: covers the evaluation's waves and the rest
 
 
 class StepFailed(Exception):
@@ -453,7 +455,78 @@ class FinetuneRun:
         self.end("register")
         return model
 
+    # -- the endpoint's release turn ----------------------------------------------------------
+
+    @property
+    def turn_ttl_s(self) -> int:
+        """How long a turn lasts unless renewed: the longest step of a release (creating the
+        deployment, bounded by the deploy deadline; the evaluation, by its waves) plus a margin.
+        The holder renews it before each step, so only a vanished holder lets it expire."""
+        return self.cfg.deploy_poll.deadline_s + TURN_MARGIN_S
+
+    def wait_for_turn(self, endpoint: str) -> Step:
+        """Take the endpoint's release turn, waiting (durable timers, cancelable) while another
+        run holds it; the custom status says whom we wait for."""
+        policy, started = self.cfg.deploy_poll, self.now
+        interval = policy.first_interval_s
+        while True:
+            answer = TurnAnswer.model_validate(
+                (yield from self.act(Activity.TAKE_ENDPOINT_TURN, self._turn_payload(endpoint)))
+            )
+            if answer.granted:
+                if self.now > started:
+                    self.progress.durations_s["wait_for_endpoint"] = (self.now - started).total_seconds()
+                return
+            self.status(
+                "waiting_for_endpoint",
+                endpoint=endpoint,
+                waiting_for=answer.holder,
+                message=f"waiting for {answer.holder} to release {endpoint}",
+                waiting_s=round((self.now - started).total_seconds()),
+            )
+            yield from self.sleep(interval)
+            interval = policy.next_interval(interval)
+
+    def renew_turn(self, endpoint: str) -> Step:
+        answer = TurnAnswer.model_validate(
+            (yield self.call(Activity.TAKE_ENDPOINT_TURN, self._turn_payload(endpoint)))
+        )
+        if not answer.granted:
+            raise StepFailed(f"lost the release turn of {endpoint} to {answer.holder} (it expired)")
+
+    def give_back_turn(self, endpoint: str) -> Step:
+        """Best effort: a turn not given back expires on its own (`turn_ttl_s`)."""
+        try:
+            yield self.call(Activity.GIVE_BACK_ENDPOINT_TURN, {"endpoint": endpoint, "run": self.run_id})
+        except Exception:
+            return
+
+    def _turn_payload(self, endpoint: str) -> dict[str, Any]:
+        return {"endpoint": endpoint, "run": self.run_id, "ttl_s": self.turn_ttl_s}
+
     def deploy(self, model: ModelRef) -> Step:
+        """One release at a time per endpoint: the whole release (endpoint, new deployment, smoke
+        test, evaluation against whatever is live now, traffic, old deployment) runs in this run's
+        turn, given back however it ends (a cancel included)."""
+        endpoint_name = self.cfg.endpoint_name
+        try:
+            yield from self.wait_for_turn(endpoint_name)
+        except Canceled:
+            yield from self.give_back_turn(endpoint_name)  # granted just before the cancel arrived
+            raise
+        except Exception as exc:  # retries exhausted: the turn store is unreachable
+            return self.summary(
+                RunStatus.FAILED, f"taking the release turn of {endpoint_name}: {exc}", model=model
+            )
+        try:
+            result = yield from self.release(model)
+        except Exception:
+            yield from self.give_back_turn(endpoint_name)
+            raise
+        yield from self.give_back_turn(endpoint_name)
+        return result
+
+    def release(self, model: ModelRef) -> Step:
         cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
         lineage = lineage_tags(self.run_id, self.request.dataset, self.progress.job)
         tags = lineage | expiry_tag(self.now, cfg.endpoint_ttl_hours)
@@ -527,6 +600,7 @@ class FinetuneRun:
                 raise StepFailed(f"smoke test of {new} failed: HTTP {smoke.status_code}: {smoke.error}")
             self.end("smoke_test")
 
+            yield from self.renew_turn(endpoint_name)
             evaluation = yield from self.evaluate(endpoint_name, new, live if live != new else None)
             if evaluation is not None:
                 fields["evaluation"] = evaluation
@@ -534,6 +608,7 @@ class FinetuneRun:
                 if not evaluation.passed:
                     raise Rejected(evaluation.reason)
 
+            yield from self.renew_turn(endpoint_name)
             self.begin("shifting_traffic", endpoint=endpoint_name, deployment=new)
             traffic = {name: 0 for name in endpoint.traffic} | {new: 100}
             traffic_touched = True

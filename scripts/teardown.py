@@ -401,18 +401,43 @@ class _NoDatasets:
         raise RuntimeError("teardown does not use the datasets store")
 
 
+class _NoTurns:
+    """Teardown takes no release turns (it deletes what this app created, not releases)."""
+
+    def take(self, endpoint: str, run: str, ttl_s: float) -> Any:
+        raise RuntimeError("teardown does not take release turns")
+
+    def give_back(self, endpoint: str, run: str) -> bool:
+        raise RuntimeError("teardown does not take release turns")
+
+    def current(self, endpoint: str) -> Any:
+        raise RuntimeError("teardown does not take release turns")
+
+
 def build_backends(settings: Settings) -> Backends:
     """The app's wiring (backends.registry) for `settings`, without the datasets store."""
     if settings.BACKEND == "azureml":
         from backends import azureml
 
         aml = azureml.build(settings)
-        return Backends(training=aml, serving=aml, connections=aml, datasets=_NoDatasets(), preflight=aml)
+        return Backends(
+            training=aml,
+            serving=aml,
+            connections=aml,
+            datasets=_NoDatasets(),
+            preflight=aml,
+            turns=_NoTurns(),
+        )
     from backends import local
 
     training, serving, preflight = local.build(settings)
     return Backends(
-        training=training, serving=serving, connections=serving, datasets=_NoDatasets(), preflight=preflight
+        training=training,
+        serving=serving,
+        connections=serving,
+        datasets=_NoDatasets(),
+        preflight=preflight,
+        turns=_NoTurns(),
     )
 
 

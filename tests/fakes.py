@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import shutil
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from backends.registry import Backends
-from core import redact
+from core import redact, turns
 from core.models import (
     BlobRef,
     DeploymentInfo,
@@ -32,6 +33,7 @@ from core.models import (
     ScoreResult,
 )
 from core.preflight import PreflightCheck, PreflightReport
+from core.turns import Turn, TurnAnswer
 
 SECRET_KEY = "fAkE-EnDpOiNt-KeY-3f9d2c71b6a04e8d"
 SCORING_URI = "https://phi3-ft-endpoint.eastus2.inference.ml.azure.com/score"
@@ -103,9 +105,46 @@ class FakeAzure:
         self.model_tags: dict[tuple[str, str], dict[str, str]] = {}
         self.deleted_endpoints: list[str] = []
         self.deleted_models: list[ModelRef] = []
+        # Release turns per endpoint (TurnStore); `turn_hold` makes another run hold the turn
+        # for as many `take`s as it says (then it gives the turn back).
+        self.turns: dict[str, Turn] = {}
+        self.turn_hold: dict[str, tuple[str, int]] = {}
+        self.turn_clock = datetime(2030, 1, 1, tzinfo=UTC)  # fixed: histories stay reproducible
+        self.on_turn_freed: Any = None  # called when the other run of `turn_hold` gives its turn back
 
     def backends(self) -> Backends:
-        return Backends(training=self, serving=self, connections=self, datasets=self, preflight=self)
+        return Backends(
+            training=self, serving=self, connections=self, datasets=self, preflight=self, turns=self
+        )
+
+    # -- TurnStore -----------------------------------------------------------------------------
+
+    def take(self, endpoint: str, run: str, ttl_s: float) -> TurnAnswer:
+        self._call("take_turn", endpoint, run)
+        if endpoint in self.turn_hold:
+            other, takes = self.turn_hold[endpoint]
+            if takes > 0 and other != run:
+                self.turn_hold[endpoint] = (other, takes - 1)
+                self.turns[endpoint] = Turn(holder=other, expires_at=self.turn_clock + timedelta(hours=1))
+            elif self.turns.get(endpoint) is not None and self.turns[endpoint].holder == other:
+                del self.turns[endpoint]
+                del self.turn_hold[endpoint]
+                if self.on_turn_freed is not None:
+                    self.on_turn_freed()
+        answer, record = turns.take(self.turns.get(endpoint), run, self.turn_clock, ttl_s)
+        if record is not None:
+            self.turns[endpoint] = record
+        return answer
+
+    def give_back(self, endpoint: str, run: str) -> bool:
+        self._call("give_back_turn", endpoint, run)
+        if turns.give_back(self.turns.get(endpoint), run):
+            del self.turns[endpoint]
+            return True
+        return False
+
+    def current(self, endpoint: str) -> Turn | None:
+        return self.turns.get(endpoint)
 
     # -- PreflightBackend ----------------------------------------------------------------------
 

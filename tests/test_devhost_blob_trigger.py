@@ -59,7 +59,7 @@ def world(azurite, tmp_path) -> Iterator[tuple[FakeAzure, BlobDatasetStore, dict
         container.create_container()
     fake = FakeAzure(job_states=["Running"])  # the run stays in training; we only count runs
     backends = registry.Backends(
-        training=fake, serving=fake, connections=fake, datasets=store, preflight=fake
+        training=fake, serving=fake, connections=fake, datasets=store, preflight=fake, turns=fake
     )
     env = {
         "DatasetsStorage": azurite.connection_string,

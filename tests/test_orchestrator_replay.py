@@ -72,18 +72,23 @@ def test_happy_path_first_deployment(orchestrator_handler, activity_functions, a
         "preflight",
         "submit_finetune",
         "register_model",
+        "take_endpoint_turn",
         "ensure_endpoint",
         "update_endpoint_tags",
         "create_deployment",
         "smoke_test",
+        "take_endpoint_turn",  # renewed before each long step
         "evaluate_batch",
         "tag_model",
+        "take_endpoint_turn",
         "set_traffic",
         "update_endpoint_tags",
         "update_connection",
+        "give_back_endpoint_turn",
         "write_report",
         "notify",
     ]
+    assert azure.turns == {}, "the turn is given back"
     # Every activity is scheduled with retry options; timers between polls.
     scheduled = [a for s in result.steps for a in flatten(s.new_actions)]
     assert {a["actionType"] for a in scheduled} == {CALL_ACTIVITY_WITH_RETRY, CREATE_TIMER, WAIT_FOR_EVENT}

@@ -76,7 +76,7 @@ class FakeWorkspace:
 
 
 def backends(fake: FakeWorkspace) -> Backends:
-    return Backends(training=fake, serving=fake, connections=fake, datasets=fake, preflight=fake)  # type: ignore[arg-type]
+    return Backends(training=fake, serving=fake, connections=fake, datasets=fake, preflight=fake, turns=fake)  # type: ignore[arg-type]
 
 
 @pytest.fixture
