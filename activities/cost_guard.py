@@ -1,5 +1,6 @@
 """The cost guard's activities: renew an endpoint's expiry, find expired endpoints this app
-created, delete one. The timer-started sweeper orchestration (orchestrators/sweep.py) calls them."""
+created, delete one, find orphaned deployments. The timer-started sweeper orchestration
+(orchestrators/sweep.py) calls them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from activities.blueprint import Payload, activity
 from backends.registry import current
 from core.models import ProvisioningState
-from core.naming import EXPIRES_TAG, expired
+from core.naming import APP_TAG, CREATED_BY_TAG, EXPIRES_TAG, expired
 
 
 @activity
@@ -43,3 +44,35 @@ def list_expired_endpoints(payload: Payload) -> list[dict[str, Any]]:
 @activity
 def delete_endpoint(payload: Payload) -> None:
     current().serving.delete_endpoint(payload["name"])
+
+
+@activity
+def list_orphan_deployments(payload: Payload) -> list[dict[str, Any]]:
+    """Deployments this app created (created-by tag) on its endpoints that carry 0 % traffic and
+    belong to no run releasing now. Only the holder of an endpoint's release turn creates
+    deployments on it, and a release ends with its new deployment live or deleted, so any other
+    0 % deployment of ours is a leftover (a crashed or stalled release) still billing its VMs.
+    The deployments are listed before the turn is read: one created after the listing is not in
+    it, and one in it was created by the holder read after, or by a release that has ended."""
+    backends = current()
+    out = []
+    for endpoint in backends.serving.list_endpoints():
+        if endpoint.tags.get(CREATED_BY_TAG) != APP_TAG or endpoint.state is ProvisioningState.DELETING:
+            continue
+        idle = [
+            d
+            for d in backends.serving.list_deployments(endpoint.name)
+            if endpoint.traffic.get(d.name, 0) == 0
+            and d.tags.get(CREATED_BY_TAG) == APP_TAG
+            and d.state is not ProvisioningState.DELETING
+        ]
+        if not idle:
+            continue
+        turn = backends.turns.current(endpoint.name)
+        releasing = turn.holder if turn is not None else None
+        for d in idle:
+            if d.tags.get("instance-id") != releasing:
+                out.append(
+                    {"endpoint": endpoint.name, "deployment": d.name, "run": d.tags.get("instance-id")}
+                )
+    return out

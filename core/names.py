@@ -33,3 +33,4 @@ class Activity(StrEnum):
     DELETE_ENDPOINT = "delete_endpoint"
     TAKE_ENDPOINT_TURN = "take_endpoint_turn"
     GIVE_BACK_ENDPOINT_TURN = "give_back_endpoint_turn"
+    LIST_ORPHAN_DEPLOYMENTS = "list_orphan_deployments"

@@ -1,4 +1,5 @@
-"""The cost guard's sweep: delete the endpoints this app created whose TTL has passed.
+"""The cost guard's sweep: delete the endpoints this app created whose TTL has passed, then the
+orphaned deployments of the others (0 % traffic, created by a run that is not releasing now).
 
 Started by the timer trigger (ENDPOINT_SWEEP_SCHEDULE) or `POST /api/sweep`. Deterministic like
 the run orchestration: the clock is `context.current_utc_datetime`, passed to the activity that
@@ -61,10 +62,33 @@ def endpoint_sweeper(context: df.DurableOrchestrationContext) -> Step:
             notified[name] = "skipped" if delivery.skipped else outcome
         except Exception:  # a crash of the activity; never stops the sweep
             notified[name] = "failed"
+    context.set_custom_status({"step": "finding orphaned deployments", "checked_at": now})
+    orphans: list[dict[str, Any]] = yield context.call_activity_with_retry(
+        str(Activity.LIST_ORPHAN_DEPLOYMENTS), retry, {}
+    )
+    removed: list[str] = []
+    for orphan in orphans:
+        if orphan["endpoint"] in deleted:
+            continue
+        where = f"{orphan['endpoint']}/{orphan['deployment']}"
+        context.set_custom_status(
+            {"step": "deleting orphaned deployment", "deployment": where, "checked_at": now}
+        )
+        try:
+            yield context.call_activity_with_retry(
+                str(Activity.DELETE_DEPLOYMENT),
+                retry,
+                {"endpoint": orphan["endpoint"], "deployment": orphan["deployment"]},
+            )
+        except Exception as exc:
+            failed[where] = " ".join(str(exc).split())[:300]
+            continue
+        removed.append(where)
     result = {
         "checked_at": now,
         "expired": [e["name"] for e in expired],
         "deleted": deleted,
+        "orphaned_deployments_deleted": removed,
         "failed": failed,
         "notified": notified,
     }

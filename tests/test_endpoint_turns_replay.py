@@ -132,3 +132,45 @@ def test_take_grants_a_free_expired_or_own_turn_only():
     refused, record = take(held, RUN_ID, now, 60)
     assert not refused.granted and refused.holder == OTHER and record is None
     assert take(held, RUN_ID, now + timedelta(seconds=10), 60)[0].granted  # expired
+
+
+# --- the cost guard removes orphaned deployments -----------------------------------------------
+
+
+def _deployment(fake: FakeAzure, endpoint: str, name: str, run_id: str | None, share: int) -> None:
+    from core.models import DeploymentSpec, ProvisioningState
+    from core.naming import APP_TAG
+    from tests.fakes import FakeDeployment, FakeEndpoint
+
+    ep = fake.endpoints.setdefault(endpoint, FakeEndpoint(name=endpoint, tags={"created-by": APP_TAG}))
+    tags = {"created-by": APP_TAG, "instance-id": run_id} if run_id else {}
+    spec = DeploymentSpec(
+        endpoint_name=endpoint,
+        deployment_name=name,
+        model=LIVE,
+        instance_type="X",
+        instance_count=1,
+        tags=tags,
+    )
+    ep.deployments[name] = FakeDeployment(spec, 0, ProvisioningState.SUCCEEDED)
+    ep.traffic[name] = share
+
+
+def test_the_sweep_deletes_orphaned_deployments_only(functions, activity_functions):
+    from backends.registry import use
+    from core.names import SWEEPER
+    from tests.replay import Replayer
+
+    fake = FakeAzure()
+    _deployment(fake, ENDPOINT, "blue-live", "ft-live", 100)
+    _deployment(fake, ENDPOINT, "green-crashed", "ft-crashed", 0)  # a release that never ended
+    _deployment(fake, ENDPOINT, "green-releasing", OTHER, 0)  # the turn holder's, being evaluated
+    _deployment(fake, ENDPOINT, "manual", None, 0)  # not ours: someone added it by hand
+    fake.turns[ENDPOINT] = Turn(holder=OTHER, expires_at=fake.turn_clock + timedelta(hours=1))
+    handler = functions[SWEEPER].get_user_function()
+    with use(fake.backends()):
+        result = Replayer(handler, activity_functions, name=SWEEPER, instance_id="sweep-o", input_={}).run()
+
+    assert result.error is None
+    assert result.output["orphaned_deployments_deleted"] == [f"{ENDPOINT}/green-crashed"]
+    assert sorted(fake.endpoints[ENDPOINT].deployments) == ["blue-live", "green-releasing", "manual"]
