@@ -656,7 +656,11 @@ def _client_fault(exc: BaseException) -> str | None:
     validation error such as "Asset X does not exist in registry Y"): a failed check.
     None for everything else (5xx, 408, 429, ServiceRequestError, credential errors ...): those
     propagate and the orchestrator retries the activity."""
-    if isinstance(exc, ResourceNotFoundError):
+    # The registry's "latest" lookup raises a bare HttpResponseError for a 404 (azure-ai-ml
+    # list_registry_assets: send_request + raise_for_status), not ResourceNotFoundError.
+    if isinstance(exc, ResourceNotFoundError) or (
+        isinstance(exc, HttpResponseError) and exc.status_code == 404
+    ):
         return "not found"
     if isinstance(exc, ValidationException):
         if exc.error_type is ValidationErrorType.RESOURCE_NOT_FOUND:

@@ -5,9 +5,10 @@ HTTPS to the emulator) and the only test double is the emulator's `World`, scrip
 (JobScript, Fault, quota, direct seeding of endpoints and deployments). Every request body the SDK
 sends is checked against the official REST definitions by the `aml_world` fixture's teardown.
 
-Not covered here (being reworked elsewhere): get_job, cancel_job, register_model,
-begin_create_deployment / get_deployment_state (used only as setup steps), score,
-publish_connection's key handling, preflight's SKU/allow-list and endpoint name/owner checks.
+The defects the real SDK exposed are pinned in tests/test_azureml_defects.py (every job status,
+a completed job's cancel and model, deployment probes, the serving SKU and endpoint name checks);
+pure helpers (status maps, tracking URI parsing, quota rows the emulator does not serve) are unit
+tested in tests/test_azureml_helpers.py.
 
 Timing note, so that the file stays fast without any sleep: the pollers the backend does not wait
 on (endpoint/deployment create and delete) keep polling from a background thread, one poll at once
@@ -17,7 +18,12 @@ that this one early poll may or may not have advanced is asserted as either of i
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+import threading
+import traceback
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -28,21 +34,27 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from mlflow.exceptions import MlflowException
 
 from azureml_emulator.server import EmulatorServer
-from azureml_emulator.world import PHI3, Fault, JobScript, Json, World
-from backends.azureml import AzureMLBackend
+from azureml_emulator.world import PHI3, DeploymentScript, Fault, JobScript, Json, World
+from backends.azureml import MAX_ERROR_CHARS, AzureMLBackend, arm_scope, build
 from core.models import (
     BlobRef,
+    DeploymentInfo,
     DeploymentSpec,
     FineTuneSpec,
     Hyperparameters,
+    JobInfo,
+    JobState,
     LossHistory,
     MetricPoint,
     ModelRef,
     ProvisioningState,
     RunConfig,
+    ScoreResult,
 )
 from core.naming import APP_TAG, CREATED_BY_TAG
+from core.payload import promptflow_payload
 from core.preflight import PreflightCheck, PreflightReport
+from core.scoring import MAX_OUTPUT_CHARS
 from core.settings import Settings
 
 JOB = "ft-0123456789abcdef-finetune"
@@ -51,6 +63,7 @@ TRAIN_URI = "azureml://datastores/datasets/paths/chats/_splits/ft-0123456789abcd
 VALIDATION_URI = "azureml://datastores/datasets/paths/chats/_splits/ft-0123456789abcdef/validation.jsonl"
 OURS = {CREATED_BY_TAG: APP_TAG}
 SECRETS_API = "2024-04-01-preview"
+USER_CLIENT_ID = "66666666-6666-6666-6666-666666666666"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -129,6 +142,41 @@ def settle_endpoint(world: World, name: str) -> None:
     raise AssertionError(f"endpoint {name} never settled")
 
 
+def seed_deployment(
+    world: World,
+    endpoint: str,
+    name: str,
+    *,
+    instance_type: str = "Standard_DS3_v2",
+    capacity: int = 1,
+    tags: dict[str, str] | None = None,
+    settle: bool = True,
+) -> None:
+    """A deployment (and its model) made directly in the World, read until it settles unless told not to."""
+    w = ws(world)
+    model = f"model-{name}"
+    world.put_model_version(w, model, "1", {"properties": {"modelUri": f"azureml://jobs/j-{name}/outputs/m"}})
+    world.put_deployment(
+        w,
+        endpoint,
+        name,
+        {
+            "location": world.region,
+            "tags": dict(tags or {}),
+            "sku": {"name": "Default", "capacity": capacity},
+            "properties": {
+                "endpointComputeType": "Managed",
+                "model": f"{world.ws_id(w)}/models/{model}/versions/1",
+                "instanceType": instance_type,
+            },
+        },
+    )
+    for _ in range(5 if settle else 0):
+        if world.deployments[(w, endpoint, name)].state != "Creating":
+            break
+        world.get_deployment(w, endpoint, name)
+
+
 def seed_endpoint(
     world: World,
     name: str,
@@ -143,26 +191,7 @@ def seed_endpoint(
     world.put_endpoint(w, name, body)
     settle_endpoint(world, name)
     for deployment in deployments:
-        model = f"model-{deployment}"
-        world.put_model_version(
-            w, model, "1", {"properties": {"modelUri": f"azureml://jobs/j-{deployment}/outputs/m"}}
-        )
-        world.put_deployment(
-            w,
-            name,
-            deployment,
-            {
-                "location": world.region,
-                "sku": {"name": "Default", "capacity": 1},
-                "properties": {
-                    "endpointComputeType": "Managed",
-                    "model": f"{world.ws_id(w)}/models/{model}/versions/1",
-                    "instanceType": "Standard_DS3_v2",
-                },
-            },
-        )
-        for _ in range(5):
-            world.get_deployment(w, name, deployment)
+        seed_deployment(world, name, deployment)
         assert world.deployments[(w, name, deployment)].state == "Succeeded"
     if traffic:
         world.put_endpoint(w, name, {**body, "properties": {"authMode": "Key", "traffic": traffic}})
@@ -186,6 +215,27 @@ def quota_config(settings: Settings, **update: object) -> RunConfig:
         }
     )
     return base.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def test_building_the_backend_sends_nothing_and_azure_client_id_picks_the_identity(
+    aml_world: World, aml_settings: Settings
+) -> None:
+    backend = build(aml_settings)
+    assert not aml_world.requests, "no credential, client or token before a method needs the service"
+
+    backend.get_endpoint("phi3-ft-missing")
+    AzureMLBackend(aml_settings.model_copy(update={"AZURE_CLIENT_ID": USER_CLIENT_ID})).get_endpoint(
+        "phi3-ft-missing"
+    )
+
+    token_queries = [
+        parse_qs(urlsplit(p).query) for m, p in aml_world.requests if urlsplit(p).path == "/msi/token"
+    ]
+    # The App Service managed identity: system-assigned unless AZURE_CLIENT_ID names a user-assigned one.
+    assert [q.get("client_id") for q in token_queries] == [None, [USER_CLIENT_ID]]
 
 
 # --------------------------------------------------------------------------- submit_finetune
@@ -257,6 +307,182 @@ def test_submit_of_an_unknown_task_raises_before_any_put(
     with pytest.raises(ValueError, match="unknown fine-tuning task"):
         aml_backend.submit_finetune(spec().model_copy(update={"task": "Summarization-ish"}))
     assert not aml_world.jobs
+
+
+# --------------------------------------------------------------------------- get_job / cancel_job
+
+
+def submit(
+    world: World, backend: AzureMLBackend, name: str, *statuses: str, error: tuple[str, str] | None = None
+) -> None:
+    """Job `name` scripted to go through `statuses`, submitted on a pinned base model. The World moves a
+    job one status per GET, and azure-ai-ml's `jobs.get` of a fine-tuning job is two GETs."""
+    world.script_job(name, JobScript(statuses=statuses, error=error))
+    backend.submit_finetune(spec(job_name=name, base_model_version="15"))
+
+
+def test_a_running_job_is_described_not_registered_and_a_failed_cancel_raises(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    submit(aml_world, aml_backend, JOB, "Running")
+    cancel = f"/jobs/{JOB}/cancel"
+    aml_world.inject(Fault(path=cancel, method="POST", status=403, code="AuthorizationFailed"))
+    # azure-core does not retry a POST answered 502, so the server error reaches the backend at once.
+    aml_world.inject(Fault(path=cancel, method="POST", status=502, code="BadGateway"))
+
+    info = aml_backend.get_job(JOB)
+    with pytest.raises(RuntimeError, match="is Running, not Completed"):
+        aml_backend.register_model(JOB, PREFIX, {"run": "r1"})
+    cancels = []
+    for _ in range(2):
+        with pytest.raises(HttpResponseError) as raised:
+            aml_backend.cancel_job(JOB)
+        cancels.append(raised.value.status_code)
+
+    assert info == JobInfo(
+        name=JOB,
+        state=JobState.RUNNING,
+        raw_status="Running",
+        studio_url=f"https://ml.azure.com/runs/{JOB}?wsid={aml_world.ws_id(ws(aml_world))}"
+        f"&tid={aml_world.tenant}",
+    )
+    assert not [p for m, p in aml_world.requests if m == "PUT" and "/models/" in p], "nothing registered"
+    assert cancels == [403, 502]
+    assert not aml_world.jobs[(ws(aml_world), JOB)].canceled
+    with pytest.raises(ResourceNotFoundError):
+        aml_backend.get_job("ft-never-submitted-finetune")
+
+
+def test_a_failed_jobs_error_is_short_and_scrubbed_else_a_fallback(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    message = (
+        "Training data https://stdatasets.blob.core.windows.net/datasets/train.jsonl"
+        "?sv=2024-05-04&sig=S1GNATURE could not be read. " + "x" * 1000
+    )
+    submit(aml_world, aml_backend, JOB, "Failed", error=("UserError", message))
+
+    info = aml_backend.get_job(JOB)
+    aml_world.inject(Fault(path=f"/runs/{JOB}/details", status=403, code="AuthorizationFailed"))
+    unreadable = aml_backend.get_job(JOB)
+
+    assert info.state is JobState.FAILED
+    assert info.error is not None
+    assert info.error.startswith(
+        "UserError: Training data https://stdatasets.blob.core.windows.net/datasets/"
+    )
+    assert "S1GNATURE" not in info.error and "sv=2024" not in info.error
+    assert len(info.error) <= MAX_ERROR_CHARS
+    # Run history (where the error is) cannot be read: the status still says enough.
+    assert unreadable.state is JobState.FAILED
+    assert unreadable.error == f"job {JOB} ended with status Failed"
+    assert not aml_world.faults
+
+
+def test_cancel_sends_nothing_for_a_job_that_is_ending_or_gone(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    # Completed and Canceled: test_azureml_defects (cancel of a completed job, a second cancel);
+    # Failed maps to the same terminal state as NotResponding.
+    statuses = ("NotResponding", "CancelRequested")
+    names = [f"ft-{status.lower()}" for status in statuses]
+    for name, status in zip(names, statuses, strict=True):
+        submit(aml_world, aml_backend, name, status)
+
+    for name in [*names, "ft-never-submitted-finetune"]:
+        aml_backend.cancel_job(name)
+
+    assert not requests_to(aml_world, "POST", "/cancel")
+    assert tuple(aml_world.jobs[(ws(aml_world), n)].status for n in names) == statuses
+
+
+def test_cancel_racing_the_jobs_completion_is_no_error(aml_world: World, aml_backend: AzureMLBackend) -> None:
+    # One `jobs.get` of a fine-tuning job is two GETs (azure-ai-ml reads it at two api-versions), and
+    # the World moves a job one status per GET: Running for the backend's read, Completed after it.
+    submit(aml_world, aml_backend, JOB, "Running", "Running", "Completed")
+    # The job completes between the backend's read and its cancel: the service's answer.
+    aml_world.inject(
+        Fault(
+            path=f"/jobs/{JOB}/cancel",
+            method="POST",
+            status=400,
+            code="UserError",
+            message=f"Job {JOB} is in a terminal state (Completed) and cannot be canceled.",
+        )
+    )
+
+    aml_backend.cancel_job(JOB)
+
+    assert not aml_world.faults
+    job = aml_world.jobs[(ws(aml_world), JOB)]
+    assert job.status == "Completed" and not job.canceled
+
+
+# --------------------------------------------------------------------------- register_model
+
+
+def test_register_adopts_the_version_its_job_registered_among_others(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    older = "ft-older-finetune"
+    aml_world.put_model_version(
+        ws(aml_world),
+        PREFIX,
+        "1",
+        {
+            "properties": {
+                "modelUri": f"azureml://jobs/{older}/outputs/registered_model/paths/",
+                "modelType": "mlflow_model",
+                "jobName": older,
+                "tags": {"job_name": older},
+            }
+        },
+    )
+    submit(aml_world, aml_backend, JOB, "Completed")
+    aml_backend.get_job(JOB)  # completed: the job registers its output as version 2
+
+    first = aml_backend.register_model(JOB, "a-name-of-our-own", {"run": "r1"})
+    again = aml_backend.register_model(JOB, "a-name-of-our-own", {"run": "r1"})
+
+    assert first == again == ModelRef(name=PREFIX, version="2")
+    assert world_model(aml_world, PREFIX, "2")["tags"] == {"run": "r1", "job_name": JOB}
+    assert world_model(aml_world, PREFIX, "1")["tags"] == {"job_name": older}
+    assert len(requests_to(aml_world, "PUT", f"/models/{PREFIX}/versions/2")) == 1, "tagged once"
+    assert "a-name-of-our-own" not in {name for _, name in aml_world.models}
+
+
+def test_register_from_the_job_output_finds_its_own_version_on_a_retry(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    older = {"job_name": "ft-older-finetune"}
+    aml_world.put_model_version(
+        ws(aml_world),
+        "phi3-manual",
+        "1",
+        {
+            "properties": {
+                "modelUri": "azureml://jobs/ft-older-finetune/outputs/registered_model",
+                "modelType": "mlflow_model",
+                "tags": older,
+            }
+        },
+    )
+    submit(aml_world, aml_backend, JOB, "Completed")
+    # A job whose output is not auto-registered (no assetName): the backend registers it itself.
+    aml_world.jobs[(ws(aml_world), JOB)].body["properties"]["outputs"]["registered_model"].pop("assetName")
+    aml_backend.get_job(JOB)
+    lineage = {"dataset": "datasets/chat.jsonl@0x1", "instance_id": "ft-0123456789abcdef"}
+
+    first = aml_backend.register_model(JOB, "phi3-manual", lineage)
+    again = aml_backend.register_model(JOB, "phi3-manual", lineage)
+
+    assert first == again == ModelRef(name="phi3-manual", version="2")
+    props = world_model(aml_world, "phi3-manual", "2")
+    assert props["modelUri"] == f"azureml://jobs/{JOB}/outputs/registered_model"
+    assert props["modelType"] == "mlflow_model"
+    assert props["tags"] == {**lineage, "job_name": JOB}
+    assert world_model(aml_world, "phi3-manual", "1")["tags"] == older
+    assert len(requests_to(aml_world, "PUT", "/models/phi3-manual/versions/2")) == 1
 
 
 # --------------------------------------------------------------------------- data_uri
@@ -411,6 +637,75 @@ def test_loss_history_transient_fault_says_why(
     assert "503" in str(raised.value)
 
 
+def test_loss_history_picks_each_curve_by_its_metric_name_and_sorts_it(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    # MLflow metric points as (step, timestamp, value), logged out of order.
+    aml_world.metrics[JOB] = {
+        "train_loss": [(30, 40, 1.6)],  # an end-of-training summary: yields to the per-step `loss`
+        "loss": [(30, 3, 1.1), (10, 1, 2.2), (20, 2, 1.5)],
+        "eval_loss": [(30, 12, 1.3), (15, 10, 1.9), (30, 11, 1.25)],
+    }
+    aml_world.metrics["ft-per-step-train-loss"] = {
+        "train_loss": [(2, 2, 0.9), (1, 1, 1.0)],  # logged per step: preferred to `loss`
+        "loss": [(1, 1, 5.0), (2, 2, 4.0), (3, 3, 3.0)],
+    }
+    others = {"ft-validation-loss": "validation_loss", "ft-val-loss": "val_loss"}
+    for run, name in others.items():
+        aml_world.metrics[run] = {"loss": [(2, 2, 1.0), (1, 1, 2.0)], name: [(2, 2, 1.2), (1, 1, 2.1)]}
+    aml_world.metrics["ft-accuracy-only"] = {"accuracy": [(1, 1, 0.5)]}
+
+    assert aml_backend.loss_history(JOB) == LossHistory(
+        train=[
+            MetricPoint(step=10, value=2.2),
+            MetricPoint(step=20, value=1.5),
+            MetricPoint(step=30, value=1.1),
+        ],
+        validation=[
+            MetricPoint(step=15, value=1.9),
+            MetricPoint(step=30, value=1.25),  # same step: logging order kept
+            MetricPoint(step=30, value=1.3),
+        ],
+    )
+    assert aml_backend.loss_history("ft-per-step-train-loss") == LossHistory(
+        train=[MetricPoint(step=1, value=1.0), MetricPoint(step=2, value=0.9)]
+    )
+    for run in others:
+        assert aml_backend.loss_history(run) == LossHistory(
+            train=[MetricPoint(step=1, value=2.0), MetricPoint(step=2, value=1.0)],
+            validation=[MetricPoint(step=1, value=2.1), MetricPoint(step=2, value=1.2)],
+        )
+    assert aml_backend.loss_history("ft-accuracy-only") == LossHistory()
+    workspace = f"/workspaces/{ws(aml_world)}"
+    assert len(requests_to(aml_world, "GET", workspace)) == 1, "the tracking URI is read once"
+
+
+def test_loss_history_error_that_echoes_the_token_is_scrubbed(
+    aml_world: World, aml_backend: AzureMLBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    aml_world.metrics[JOB] = {"loss": [(1, 1, 2.0)]}
+    aml_backend.loss_history(JOB)
+    # The token the MLflow requests carry (DefaultAzureCredential's cached one), echoed by a leaky server.
+    token = aml_backend._cred().get_token(arm_scope()).token
+    aml_world.inject(
+        Fault(
+            path="/api/2.0/mlflow/runs/get",
+            status=403,
+            code="PERMISSION_DENIED",
+            message=f"bad token {token}",
+        )
+    )
+
+    with pytest.raises(MlflowException) as denied:
+        aml_backend.loss_history(JOB)
+
+    text = str(denied.value) + repr(denied.value.args)
+    assert "PERMISSION_DENIED" in text and "bad token" in text, "the service's answer is kept..."
+    assert token not in text, "... without the token"
+    assert denied.value.__cause__ is None and denied.value.__context__ is None
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -501,6 +796,20 @@ def test_the_model_a_completed_job_registered_is_tagged_listed_and_deleted(
     assert world_model(aml_world, PREFIX, "1")["modelUri"] == registered["modelUri"]
     aml_backend.delete_model(ref)
     assert aml_backend.list_models(APP_TAG) == []
+
+
+def test_list_models_skips_a_model_deleted_while_listing(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    create_model(aml_backend, PREFIX, "1", OURS)
+    create_model(aml_backend, "phi3-other", "1", OURS)
+    # Listed as a container, gone by the time its versions are listed.
+    aml_world.inject(
+        Fault(path=f"/models/{PREFIX}/versions", method="GET", status=404, code="ResourceNotFound")
+    )
+
+    assert aml_backend.list_models(APP_TAG) == [(ModelRef(name="phi3-other", version="1"), OURS)]
+    assert not aml_world.faults
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -611,6 +920,7 @@ def test_list_endpoints_lists_deployments_of_this_apps_endpoints_only(
     assert not requests_to(aml_world, "GET", "/onlineEndpoints/a-foreign-one/deployments")
     assert not requests_to(aml_world, "GET", "/onlineEndpoints/untagged/deployments")
     assert requests_to(aml_world, "GET", "/onlineEndpoints/phi3-ft-ours/deployments")
+    assert not requests_to(aml_world, "POST", "/listKeys"), "no key is read to list endpoints"
 
 
 def test_list_endpoints_of_an_empty_workspace(aml_backend: AzureMLBackend) -> None:
@@ -656,6 +966,163 @@ def test_update_endpoint_tags_of_a_missing_endpoint_raises(
     with pytest.raises(ResourceNotFoundError):
         aml_backend.update_endpoint_tags("phi3-ft-missing", {"expires_at": "never"})
     assert not requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-missing")
+
+
+def test_update_endpoint_tags_keeps_a_user_assigned_identity_mirror_traffic_and_description(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    w = ws(aml_world)
+    identity = (
+        f"/subscriptions/{aml_world.subscription}/resourceGroups/{aml_world.resource_group}"
+        "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/mi-phi3"
+    )
+    body: Json = {
+        "location": aml_world.region,
+        "tags": OURS,
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {identity: {}}},
+        "properties": {"authMode": "Key", "description": "phi-3 fine-tuned"},
+    }
+    aml_world.put_endpoint(w, "phi3-ft-one", body)
+    settle_endpoint(aml_world, "phi3-ft-one")
+    seed_deployment(aml_world, "phi3-ft-one", "blue")
+    seed_deployment(aml_world, "phi3-ft-one", "green")
+    aml_world.put_endpoint(
+        w,
+        "phi3-ft-one",
+        {
+            **body,
+            "properties": {**body["properties"], "traffic": {"blue": 100}, "mirrorTraffic": {"green": 10}},
+        },
+    )
+
+    aml_backend.update_endpoint_tags("phi3-ft-one", {"expires_at": "never"})
+
+    # A fresh entity would have sent no traffic and a SystemAssigned identity.
+    endpoint = aml_world.endpoints[(w, "phi3-ft-one")].body
+    assert endpoint["tags"] == {**OURS, "expires_at": "never"}
+    assert endpoint["identity"]["type"] == "UserAssigned"
+    assert list(endpoint["identity"]["userAssignedIdentities"]) == [identity]
+    assert endpoint["properties"]["traffic"] == {"blue": 100}
+    assert endpoint["properties"]["mirrorTraffic"] == {"green": 10}
+    assert endpoint["properties"]["description"] == "phi-3 fine-tuned"
+    # Mirrored traffic is not "0 %": green is listed, without a traffic entry.
+    info = aml_backend.get_endpoint("phi3-ft-one")
+    assert info.traffic == {"blue": 100} and sorted(info.deployments) == ["blue", "green"]
+
+
+def test_list_endpoints_when_an_endpoint_goes_away_mid_listing(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue",), traffic={"blue": 100})
+    aml_world.delete_endpoint(ws(aml_world), "phi3-ft-one")  # someone else's delete, under way
+    # ... and done by the time its deployments are listed.
+    aml_world.inject(
+        Fault(
+            path="/onlineEndpoints/phi3-ft-one/deployments", method="GET", status=404, code="ResourceNotFound"
+        )
+    )
+
+    (info,) = aml_backend.list_endpoints()
+
+    assert info.name == "phi3-ft-one" and info.state is ProvisioningState.DELETING
+    assert info.deployments == [] and info.traffic == {"blue": 100}
+    assert not aml_world.faults
+
+
+def test_delete_endpoint_racing_another_delete_is_no_error(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS)
+    # Read as Succeeded, gone by the time the DELETE arrives.
+    aml_world.inject(
+        Fault(path="/onlineEndpoints/phi3-ft-one", method="DELETE", status=404, code="ResourceNotFound")
+    )
+
+    aml_backend.delete_endpoint("phi3-ft-one")
+
+    assert not aml_world.faults
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+def test_begin_create_deployment_puts_the_spec_once_and_leaves_traffic_alone(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    w = ws(aml_world)
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue",), traffic={"blue": 100})
+    create_model(aml_backend, PREFIX, "3", OURS)
+    green = DeploymentSpec(
+        endpoint_name="phi3-ft-one",
+        deployment_name="green",
+        model=ModelRef(name=PREFIX, version="3"),
+        instance_type="Standard_NC24ads_A100_v4",
+        instance_count=2,
+        tags={"job_name": JOB},
+    )
+
+    aml_backend.begin_create_deployment(green)
+    aml_backend.begin_create_deployment(green)
+
+    assert len(requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-one/deployments/green")) == 1
+    deployment = aml_world.deployments[(w, "phi3-ft-one", "green")].body
+    assert deployment["tags"] == {"job_name": JOB}
+    assert deployment["sku"]["capacity"] == 2
+    assert deployment["properties"]["instanceType"] == "Standard_NC24ads_A100_v4"
+    assert (
+        deployment["properties"]["model"].lower()
+        == f"{aml_world.ws_id(w)}/models/{PREFIX}/versions/3".lower()
+    )
+    # A new deployment gets no traffic until set_traffic.
+    assert endpoint_props(aml_world, "phi3-ft-one")["traffic"] == {"blue": 100}
+    assert not requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-one")
+
+
+def test_deployment_state_and_listing_follow_the_deployments(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    w = ws(aml_world)
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue",), traffic={"blue": 100})
+    aml_world.script_deployment("green", DeploymentScript(polls=1))
+    aml_world.script_deployment("red", DeploymentScript(polls=0, outcome="Failed"))
+    seed_deployment(
+        aml_world,
+        "phi3-ft-one",
+        "green",
+        instance_type="Standard_NC24ads_A100_v4",
+        capacity=2,
+        tags=OURS,
+        settle=False,
+    )
+    seed_deployment(aml_world, "phi3-ft-one", "red", settle=False)
+
+    listed = aml_backend.list_deployments("phi3-ft-one")  # a list reads no deployment along
+    green = [aml_backend.get_deployment_state("phi3-ft-one", "green") for _ in range(2)]
+    red = aml_backend.get_deployment_state("phi3-ft-one", "red")
+    aml_world.delete_deployment(w, "phi3-ft-one", "green")
+    deleting = aml_backend.get_deployment_state("phi3-ft-one", "green")
+
+    assert listed == [
+        DeploymentInfo(
+            name="blue", instance_type="Standard_DS3_v2", instance_count=1, state=ProvisioningState.SUCCEEDED
+        ),
+        DeploymentInfo(
+            name="green",
+            instance_type="Standard_NC24ads_A100_v4",
+            instance_count=2,
+            state=ProvisioningState.CREATING,
+            tags=OURS,
+        ),
+        DeploymentInfo(
+            name="red", instance_type="Standard_DS3_v2", instance_count=1, state=ProvisioningState.CREATING
+        ),
+    ]
+    assert green == [ProvisioningState.CREATING, ProvisioningState.SUCCEEDED]
+    assert red is ProvisioningState.FAILED
+    assert deleting is ProvisioningState.DELETING
+    assert aml_backend.get_deployment_state("phi3-ft-one", "purple") is ProvisioningState.NOT_FOUND
+    assert aml_backend.get_deployment_state("phi3-ft-missing", "green") is ProvisioningState.NOT_FOUND
+    assert aml_backend.list_deployments("phi3-ft-missing") == []
 
 
 # --------------------------------------------------------------------------- set_traffic
@@ -803,6 +1270,82 @@ def test_delete_of_a_missing_endpoint_is_no_error(aml_world: World, aml_backend:
     assert not requests_to(aml_world, "DELETE", "/onlineEndpoints/phi3-ft-missing")
 
 
+# --------------------------------------------------------------------------- score
+
+
+PAYLOAD = promptflow_payload("Say hello")
+
+
+def test_score_pins_the_deployment_with_the_endpoint_key_read_for_each_call(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue", "green"), traffic={"blue": 100})
+
+    pinned = aml_backend.score("phi3-ft-one", "green", PAYLOAD)
+    by_traffic = aml_backend.score("phi3-ft-one", None, PAYLOAD)
+
+    # The emulator answers 401 to any other key, and routes by the azureml-model-deployment header.
+    assert pinned.ok and pinned.status_code == 200 and pinned.error is None
+    assert pinned.output == "[green] Say hello" and pinned.latency_ms >= 0
+    assert by_traffic.ok and by_traffic.output == "[blue] Say hello"
+    assert len(requests_to(aml_world, "POST", "/onlineEndpoints/phi3-ft-one/listKeys")) == 2
+    assert len(requests_to(aml_world, "POST", "/inference/eastus2/phi3-ft-one/score")) == 2
+
+
+def test_score_reads_each_answer_shape_and_http_errors_never_carry_the_key(
+    aml_world: World, aml_backend: AzureMLBackend
+) -> None:
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("green",))
+    key = aml_world.endpoint_keys(ws(aml_world), "phi3-ft-one")["primaryKey"]
+    scorer = aml_backend.scorer("phi3-ft-one", timeout_s=5)
+
+    def answer(status: int, body: object) -> ScoreResult:
+        aml_world.scorers["green"] = lambda endpoint, deployment, payload: (status, body)
+        return scorer("green", PAYLOAD)
+
+    for body in ({"output": {"text": "hi"}}, [{"0": "hi"}], {"result": "hi"}):
+        output = answer(200, body).output
+        expected = body["output"] if isinstance(body, dict) and "output" in body else body
+        assert output is not None and json.loads(output) == expected
+    long = answer(200, {"output": "a" * 5000}).output
+    assert long is not None and len(long) == MAX_OUTPUT_CHARS and long.startswith("aaa")
+
+    crashed = answer(500, {"message": "upstream model crashed"})
+    assert not crashed.ok and crashed.status_code == 500
+    assert crashed.error is not None and "500" in crashed.error and "upstream model crashed" in crashed.error
+    assert crashed.output is not None and "upstream model crashed" in crashed.output
+    # A misbehaving server that echoes the request's Authorization header back.
+    echoed = answer(401, {"message": f"denied: Bearer {key}"})
+    assert not echoed.ok and echoed.status_code == 401
+    assert key not in echoed.model_dump_json() and key not in repr(echoed)
+
+
+def test_score_transport_errors_raise_without_the_key(aml_world: World, aml_backend: AzureMLBackend) -> None:
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("green",))
+    key = aml_world.endpoint_keys(ws(aml_world), "phi3-ft-one")["primaryKey"]
+    release = threading.Event()
+    aml_world.scorers["green"] = lambda endpoint, deployment, payload: (release.wait(10), (200, {}))[1]
+    try:
+        with pytest.raises(ConnectionError) as timed_out:
+            aml_backend.scorer("phi3-ft-one", timeout_s=0.2)("green", PAYLOAD)
+    finally:
+        release.set()
+    # Nothing listens at the scoring URI any more (a host that does not resolve, a closed port).
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    endpoint = aml_world.endpoints[(ws(aml_world), "phi3-ft-one")]
+    endpoint.body["properties"]["scoringUri"] = f"https://127.0.0.1:{port}/score"
+    with pytest.raises(ConnectionError) as refused:
+        aml_backend.score("phi3-ft-one", "green", PAYLOAD)
+
+    assert str(timed_out.value) == "scoring phi3-ft-one/green unreachable: ReadTimeout"
+    assert str(refused.value) == "scoring phi3-ft-one/green unreachable: ConnectError"
+    for error in (timed_out.value, refused.value):
+        assert error.__cause__ is None and error.__context__ is None
+        assert key not in "".join(traceback.format_exception(error)) and key not in repr(error)
+
+
 # --------------------------------------------------------------------------- connections
 
 
@@ -875,6 +1418,39 @@ def test_delete_connection_removes_it_and_a_second_delete_is_no_error(
     assert len(requests_to(aml_world, "DELETE", "/connections/phi3-finetuned")) == 2
 
 
+def test_the_connection_lives_in_the_ai_project_workspace(aml_world: World, aml_settings: Settings) -> None:
+    w = ws(aml_world)
+    aml_world.workspaces = (w, "proj-phi3")
+    backend = AzureMLBackend(aml_settings.model_copy(update={"AI_PROJECT_NAME": "proj-phi3"}))
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS)
+    key = aml_world.endpoint_keys(w, "phi3-ft-one")["primaryKey"]
+
+    uri = backend.publish_connection("phi3-finetuned", "phi3-ft-one")
+    exists = backend.connection_exists("phi3-finetuned")
+
+    assert uri == f"{aml_world.inference_url('phi3-ft-one')}/score"
+    assert list(aml_world.connections) == [("proj-phi3", "phi3-finetuned")]
+    props = aml_world.connections[("proj-phi3", "phi3-finetuned")]["properties"]
+    assert props["authType"] == props["category"] == "CustomKeys"
+    assert props["credentials"] == {"keys": {"key": key}}
+    assert props["target"] == uri
+    assert props["metadata"] == {
+        "endpoint": uri,
+        "azureml.flow.connection_type": "Custom",
+        "azureml.flow.module": "promptflow.connections",
+    }
+    assert exists is True
+    assert not requests_to(aml_world, "POST", "/listsecrets"), "the key is never read back"
+
+    backend.delete_connection("phi3-finetuned")
+    backend.delete_connection("phi3-finetuned")
+
+    assert backend.connection_exists("phi3-finetuned") is False
+    project = "/workspaces/proj-phi3/connections/phi3-finetuned"
+    assert len(requests_to(aml_world, "DELETE", project)) == 2
+    assert not [p for _, p in aml_world.requests if f"/workspaces/{w}/connections/" in p]
+
+
 # --------------------------------------------------------------------------- preflight: quota only
 
 
@@ -888,6 +1464,8 @@ def test_preflight_quota_checks_pass_with_enough_quota(
     assert serving.ok, serving.detail
     assert "Standard NCADSA100v4 Family Cluster Dedicated vCPUs" in training.detail
     assert "96 of 96 vCPUs free, 24 needed" in training.detail
+    # Standard_NC24ads_A100_v4 is exempt from the 20 % upgrade reserve of managed online deployments.
+    assert "24 needed for 1 × Standard_NC24ads_A100_v4" in serving.detail
 
 
 def test_preflight_training_quota_too_small(
@@ -965,6 +1543,192 @@ def test_preflight_persistent_503_on_usages_propagates(
     assert len(requests_to(aml_world, "GET", "/usages")) > 1, "the SDK retried before giving up"
 
 
+# --------------------------------------------------------------------------- preflight: the other checks
+
+CHECKS = [
+    "base_model",
+    "training_instance",
+    "training_quota",
+    "serving_instance",
+    "serving_quota",
+    "endpoint_name",
+    "endpoint_owner",
+]
+
+
+def failed(report: PreflightReport) -> list[str]:
+    return [c.name for c in report.checks if not c.ok]
+
+
+def test_preflight_report_names_the_model_and_runs_every_check_in_order(
+    aml_world: World, aml_backend: AzureMLBackend, aml_settings: Settings
+) -> None:
+    report = aml_backend.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-free"))
+    pinned = aml_backend.preflight(
+        quota_config(aml_settings, base_model_version="14", training_instance_type="STANDARD_NC24ADS_A100_V4")
+    )
+
+    assert report.ok, report.reasons
+    assert [c.name for c in report.checks] == CHECKS
+    assert report.model_version == "15"
+    assert report.model_id == f"azureml://registries/azureml/models/{PHI3}/versions/15"
+    assert check(report, "training_instance").detail == (
+        "Standard_NC24ads_A100_v4 is available in eastus2 "
+        "(24 vCPUs, 1 GPU(s), family standardNCADSA100v4Family)"
+    )
+    assert check(report, "endpoint_owner").detail == (
+        f"endpoint name phi3-ft-free is free in eastus2 (in {ws(aml_world)} too): the run creates it"
+    )
+    # The region comes from the workspace and is named in both compute reads.
+    assert requests_to(aml_world, "GET", "/locations/eastus2/vmSizes")
+    assert requests_to(aml_world, "GET", "/locations/eastus2/usages")
+    # A pinned version is read as is; instance types match whatever their case.
+    assert pinned.ok, pinned.reasons
+    assert (pinned.model_version, pinned.model_id) == (
+        "14",
+        f"azureml://registries/azureml/models/{PHI3}/versions/14",
+    )
+
+
+def test_preflight_base_model_failures_say_what_was_looked_up(
+    aml_world: World, aml_backend: AzureMLBackend, aml_settings: Settings
+) -> None:
+    typo = aml_backend.preflight(quota_config(aml_settings, base_model_name="Phi-3-mini-4k-instruct-typo"))
+    missing = aml_backend.preflight(quota_config(aml_settings, base_model_version="42"))
+    aml_world.inject(Fault(path="/registries/azureml/models/", status=403, code="AuthorizationFailed"))
+    forbidden = aml_backend.preflight(quota_config(aml_settings))
+
+    for report in (typo, missing, forbidden):
+        assert failed(report) == ["base_model"], report.reasons
+        assert report.model_id is None and report.model_version is None
+    detail = check(typo, "base_model").detail
+    assert "model Phi-3-mini-4k-instruct-typo (label latest)" in detail and "in registry azureml" in detail
+    assert "check BASE_MODEL_NAME" in detail and "set BASE_MODEL_VERSION" in detail
+    detail = check(missing, "base_model").detail
+    assert f"model {PHI3} version 42 was not found in registry azureml" in detail
+    assert "unset BASE_MODEL_VERSION" in detail
+    assert "could not be read (HTTP 403" in check(forbidden, "base_model").detail
+    assert not aml_world.faults
+
+
+def test_preflight_says_an_unknown_base_model_was_not_found(
+    aml_backend: AzureMLBackend, aml_settings: Settings
+) -> None:
+    report = aml_backend.preflight(quota_config(aml_settings, base_model_name="Phi-3-mini-4k-instruct-typo"))
+
+    detail = check(report, "base_model").detail
+    assert "model Phi-3-mini-4k-instruct-typo (label latest) was not found in registry azureml" in detail
+
+
+def test_preflight_of_instance_types_the_region_does_not_offer(
+    aml_backend: AzureMLBackend, aml_settings: Settings
+) -> None:
+    report = aml_backend.preflight(
+        quota_config(
+            aml_settings,
+            training_instance_type="Standard_ND96isr_H100_v5",
+            serving_instance_type="Standard_NC6s_v2",
+        )
+    )
+
+    assert failed(report) == ["training_instance", "training_quota", "serving_instance", "serving_quota"]
+    detail = check(report, "training_instance").detail
+    assert "Standard_ND96isr_H100_v5 is not offered by Azure ML in eastus2" in detail
+    assert "check TRAINING_INSTANCE_TYPE" in detail
+    assert "az ml compute list-sizes --location eastus2" in detail
+    assert check(report, "training_quota").detail.startswith("not checked: Standard_ND96isr_H100_v5")
+    assert "check SERVING_INSTANCE_TYPE" in check(report, "serving_instance").detail
+
+
+def test_preflight_quota_of_a_family_with_no_row_or_no_limit(
+    aml_world: World, aml_backend: AzureMLBackend, aml_settings: Settings
+) -> None:
+    del aml_world.quota["standardNCADSA100v4Family"]
+    aml_world.quota["standardNCASv3_T4Family"] = (10, -1)
+    aml_world.total_regional_vcpus = (10, -1)  # a negative limit: no limit
+
+    report = aml_backend.preflight(quota_config(aml_settings, serving_instance_type="Standard_NC4as_T4_v3"))
+
+    training = check(report, "training_quota").detail
+    assert not check(report, "training_quota").ok
+    assert "no dedicated vCPU quota for the standardNCADSA100v4Family family" in training
+    assert "(of Standard_NC24ads_A100_v4) in eastus2" in training
+    assert (
+        "select 'Standard NCADSA100v4 Family Cluster Dedicated vCPUs' → Request quota with a new cores limit "
+        "of at least 24" in training
+    )
+    serving = check(report, "serving_quota")
+    assert serving.ok and serving.detail.startswith("no vCPU limit on the standardNCASv3_T4Family family")
+
+
+def test_preflight_of_a_workspace_that_cannot_be_read(
+    aml_world: World, aml_backend: AzureMLBackend, aml_settings: Settings
+) -> None:
+    backend = AzureMLBackend(aml_settings.model_copy(update={"AZUREML_WORKSPACE": "ws-missing"}))
+
+    report = backend.preflight(quota_config(aml_settings))
+
+    compute = ["training_instance", "training_quota", "serving_instance", "serving_quota"]
+    assert failed(report) == [*compute, "endpoint_owner"]  # the endpoint name's region is unknown too
+    detail = check(report, "serving_quota").detail
+    assert (
+        "not checked: workspace ws-missing in resource group rg-emulator could not be read (not found)"
+        in detail
+    )
+    assert "AZUREML_WORKSPACE" in detail
+    assert "region of workspace ws-missing could not be read" in check(report, "endpoint_owner").detail
+    assert not requests_to(aml_world, "GET", "/vmSizes") and not requests_to(aml_world, "GET", "/usages")
+
+
+def test_preflight_endpoint_owner(
+    aml_world: World, aml_backend: AzureMLBackend, aml_settings: Settings
+) -> None:
+    seed_endpoint(aml_world, "phi3-ft-ours", tags={**OURS, "instance-id": "ft-1"})
+    seed_endpoint(aml_world, "phi3-ft-untagged", tags={"team": "x"})
+
+    ours = aml_backend.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-ours"))
+    untagged = aml_backend.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-untagged"))
+    invalid = aml_backend.preflight(quota_config(aml_settings, endpoint_name="9-bad_name-"))
+
+    assert ours.ok and "was created by this app" in check(ours, "endpoint_owner").detail
+    assert failed(untagged) == ["endpoint_owner"]
+    assert check(untagged, "endpoint_owner").detail == (
+        "endpoint phi3-ft-untagged exists and was not created by this app; choose another ENDPOINT_NAME or "
+        f"tag it created-by={APP_TAG} if it is yours (its created-by tag: none)"
+    )
+    assert failed(invalid) == ["endpoint_name", "endpoint_owner"]
+    assert "is not a valid online endpoint name" in check(invalid, "endpoint_name").detail
+    assert check(invalid, "endpoint_owner").detail.startswith("not checked")
+    assert not [p for _, p in aml_world.requests if "9-bad_name-" in p], "an invalid name is not looked up"
+
+
+def test_preflight_runs_every_check_when_the_first_fails(
+    aml_world: World, aml_backend: AzureMLBackend, aml_settings: Settings
+) -> None:
+    aml_world.quota.clear()
+    seed_endpoint(aml_world, "phi3-ft-theirs", tags={CREATED_BY_TAG: "someone-else"})
+
+    report = aml_backend.preflight(
+        quota_config(
+            aml_settings,
+            base_model_name="Phi-3-nonexistent-instruct",
+            serving_instance_type="Standard_Unknown",
+            endpoint_name="phi3-ft-theirs",
+        )
+    )
+
+    assert [c.name for c in report.checks] == CHECKS
+    assert failed(report) == [
+        "base_model",
+        "training_quota",
+        "serving_instance",
+        "serving_quota",
+        "endpoint_owner",
+    ]
+    assert len(report.reasons) == 5
+    assert check(report, "endpoint_owner").detail.endswith("(its created-by tag: someone-else)")
+
+
 # --------------------------------------------------------------------------- transient faults
 
 
@@ -994,3 +1758,30 @@ def test_a_429_on_a_job_read_during_submit_is_retried(aml_world: World, aml_back
 
     assert not aml_world.faults
     assert len(requests_to(aml_world, "PUT", f"/jobs/{JOB}")) == 1
+
+
+def test_a_failure_other_than_not_found_propagates(aml_world: World, aml_backend: AzureMLBackend) -> None:
+    # A 403 is not retried by azure-core; a persistent 5xx comes out the same way, after 3 s of the
+    # SDK's retries per call (test_preflight_persistent_503_on_usages_propagates).
+    seed_endpoint(aml_world, "phi3-ft-one", tags=OURS)
+    aml_world.put_model_version(
+        ws(aml_world), PREFIX, "1", {"properties": {"modelUri": "azureml://jobs/j/outputs/m", "tags": OURS}}
+    )
+    calls: list[tuple[str, str, Callable[[], object]]] = [
+        ("GET", "/connections/phi3-finetuned", lambda: aml_backend.connection_exists("phi3-finetuned")),
+        ("DELETE", "/connections/phi3-finetuned", lambda: aml_backend.delete_connection("phi3-finetuned")),
+        ("GET", "/models", lambda: aml_backend.list_models(APP_TAG)),
+        (
+            "PUT",
+            f"/models/{PREFIX}/versions/1",
+            lambda: aml_backend.delete_model(ModelRef(name=PREFIX, version="1")),
+        ),
+        ("DELETE", "/onlineEndpoints/phi3-ft-one", lambda: aml_backend.delete_endpoint("phi3-ft-one")),
+    ]
+
+    for method, path, call in calls:
+        aml_world.inject(Fault(path=path, method=method, status=403, code="AuthorizationFailed"))
+        with pytest.raises(HttpResponseError) as raised:
+            call()
+        assert raised.value.status_code == 403, path
+        assert not aml_world.faults, path
