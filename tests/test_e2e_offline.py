@@ -306,6 +306,8 @@ def test_kill9_and_restart_completes_once(host: DevHost, label, kill_at):
     dataset = host.upload(f"crash/{label}.jsonl", SAMPLE.read_bytes() + b"\n" * (1 + len(label)))
     run_id = instance_id(dataset)
     host.wait(run_id, kill_at)
+    turns = [b for b in host.blob_names() if b.startswith("_turns/")]
+    assert turns == ([] if label == "monitoring" else ["_turns/phi3-ft-endpoint.json"])  # held in deploy
     host.kill9()
     host.start()
     body = host.wait(run_id, finished)
@@ -318,6 +320,7 @@ def test_kill9_and_restart_completes_once(host: DevHost, label, kill_at):
     assert endpoint["traffic"] == {out["deployment"]: 100}
     assert endpoint["deployments"] == [out["deployment"]]  # one live deployment, the old one deleted
     assert httpx.post(out["scoring_uri"], json={}).status_code == 401  # still key-protected after restart
+    assert not [b for b in host.blob_names() if b.startswith("_turns/")], "the turn resumed, then given back"
 
 
 def test_dry_run_answers_with_a_plan_and_creates_nothing(host: DevHost):
