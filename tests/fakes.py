@@ -184,17 +184,30 @@ class FakeAzure:
         return self.describe(BlobRef(container=container, name=name))
 
     def live_endpoint(self, name: str, deployment: str, model: ModelRef) -> None:
+        self.endpoints[name] = FakeEndpoint(name=name)
+        self.add_deployment(name, deployment, model, share=100)
+
+    def add_deployment(
+        self,
+        endpoint: str,
+        deployment: str,
+        model: ModelRef,
+        *,
+        share: int,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """A provisioned deployment on `endpoint` (created if missing) taking `share` % of its traffic."""
         spec = DeploymentSpec(
-            endpoint_name=name,
+            endpoint_name=endpoint,
             deployment_name=deployment,
             model=model,
             instance_type="Standard_NC6s_v3",
             instance_count=1,
-            tags={},
+            tags=dict(tags or {}),
         )
-        ep = FakeEndpoint(name=name, traffic={deployment: 100})
+        ep = self.endpoints.setdefault(endpoint, FakeEndpoint(name=endpoint))
         ep.deployments[deployment] = FakeDeployment(spec, 0, ProvisioningState.SUCCEEDED)
-        self.endpoints[name] = ep
+        ep.traffic[deployment] = share
 
     # -- DatasetStore --------------------------------------------------------------------------
 

@@ -137,23 +137,13 @@ def test_take_grants_a_free_expired_or_own_turn_only():
 # --- the cost guard removes orphaned deployments -----------------------------------------------
 
 
-def _deployment(fake: FakeAzure, endpoint: str, name: str, run_id: str | None, share: int) -> None:
-    from core.models import DeploymentSpec, ProvisioningState
+def _deployment(fake: FakeAzure, name: str, run_id: str | None, share: int) -> None:
     from core.naming import APP_TAG
-    from tests.fakes import FakeDeployment, FakeEndpoint
+    from tests.fakes import FakeEndpoint
 
-    ep = fake.endpoints.setdefault(endpoint, FakeEndpoint(name=endpoint, tags={"created-by": APP_TAG}))
+    fake.endpoints.setdefault(ENDPOINT, FakeEndpoint(name=ENDPOINT, tags={"created-by": APP_TAG}))
     tags = {"created-by": APP_TAG, "instance-id": run_id} if run_id else {}
-    spec = DeploymentSpec(
-        endpoint_name=endpoint,
-        deployment_name=name,
-        model=LIVE,
-        instance_type="X",
-        instance_count=1,
-        tags=tags,
-    )
-    ep.deployments[name] = FakeDeployment(spec, 0, ProvisioningState.SUCCEEDED)
-    ep.traffic[name] = share
+    fake.add_deployment(ENDPOINT, name, LIVE, share=share, tags=tags)
 
 
 def test_the_sweep_deletes_orphaned_deployments_only(functions, activity_functions):
@@ -162,10 +152,10 @@ def test_the_sweep_deletes_orphaned_deployments_only(functions, activity_functio
     from tests.replay import Replayer
 
     fake = FakeAzure()
-    _deployment(fake, ENDPOINT, "blue-live", "ft-live", 100)
-    _deployment(fake, ENDPOINT, "green-crashed", "ft-crashed", 0)  # a release that never ended
-    _deployment(fake, ENDPOINT, "green-releasing", OTHER, 0)  # the turn holder's, being evaluated
-    _deployment(fake, ENDPOINT, "manual", None, 0)  # not ours: someone added it by hand
+    _deployment(fake, "blue-live", "ft-live", 100)
+    _deployment(fake, "green-crashed", "ft-crashed", 0)  # a release that never ended
+    _deployment(fake, "green-releasing", OTHER, 0)  # the turn holder's, being evaluated
+    _deployment(fake, "manual", None, 0)  # not ours: someone added it by hand
     fake.turns[ENDPOINT] = Turn(holder=OTHER, expires_at=fake.turn_clock + timedelta(hours=1))
     handler = functions[SWEEPER].get_user_function()
     with use(fake.backends()):
