@@ -11,7 +11,12 @@ azure-identity, mlflow), at the api-versions the installed SDK sends.
   operations with Azure-AsyncOperation, paging) and the routes.
 - `clients`: the environment a process needs to talk to it with no code change: a custom cloud via
   ARM_CLOUD_METADATA_URL, the registry discovery URL, App Service managed identity
-  (IDENTITY_ENDPOINT/IDENTITY_HEADER) and the CA bundle (REQUESTS_CA_BUNDLE, SSL_CERT_FILE).
+  (IDENTITY_ENDPOINT/IDENTITY_HEADER, tokens are JWTs for the audience asked, checked on every
+  route) and the CA bundle (REQUESTS_CA_BUNDLE, SSL_CERT_FILE).
+- `local_executor`: jobs and deployments run for real on the offline stack (localml/) instead of
+  following scripts: `--azure` in the dev host, `make demo-azure`.
+- `tunnel`: a CONNECT proxy that answers for management.azure.com, for clients that hard-code it
+  (promptflow-core's workspace connection provider).
 
-Run it alone with `python -m azureml_emulator`.
+Run it alone with `python -m azureml_emulator --state-dir DIR [--execute-local RUN_DIR]`.
 """
