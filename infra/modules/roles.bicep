@@ -169,7 +169,8 @@ resource appTableContributorOnHost 'Microsoft.Authorization/roleAssignments@2022
 }
 
 // Storage Blob Data Contributor on the datasets account: the blob trigger and the validator read
-// the uploaded dataset, the splitter writes `_splits/<run>/train.jsonl` and `validation.jsonl`.
+// the uploaded dataset, the splitter writes `_splits/<run>/train.jsonl` and `validation.jsonl`,
+// the report goes next to the dataset, and runs take turns releasing through `_turns/<endpoint>.json`.
 // (The Functions docs suggest Blob Data Owner for a blob trigger; its extra right is managing ACLs
 // on hierarchical-namespace accounts, which this account is not.)
 resource appBlobContributorOnDatasets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
