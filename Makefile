@@ -20,11 +20,12 @@ up: setup
 down:
 	.venv/bin/python -m devhost down
 
-# Lint + the whole offline test suite (replay, triggers, backends, validation, dev host, end to end).
+# Lint + the whole offline test suite (replay, triggers, backends, validation, dev host, end to end),
+# test files spread over 2 workers (pytest-xdist; a file's tests stay on one worker, in order).
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n 2 --dist loadfile
 
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .

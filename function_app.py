@@ -6,6 +6,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 import activities
+from core import redact
 from orchestrators import finetune, sweep
 from triggers import blob, http
 from triggers import sweep as sweep_triggers
@@ -13,6 +14,9 @@ from triggers import sweep as sweep_triggers
 # azure-core logs every request it sends (URL, headers) at INFO: each ARM poll of a job or a
 # deployment would be a log line in Application Insights. Its warnings and errors still get through.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+# Query strings never reach the log: httpx logs every request's full URL at INFO (the webhook's
+# ?token=…), urllib3 at DEBUG (a SAS); these records, and all the root handlers write, are redacted.
+redact.install_log_redaction()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (blob.bp, http.bp, sweep_triggers.bp, finetune.bp, sweep.bp, activities.bp):

@@ -144,6 +144,11 @@ class ConnectionStore(Protocol):
 class DatasetStore(Protocol):
     """The datasets container (Azure Storage, or Azurite offline)."""
 
+    @property
+    def account_url(self) -> str:
+        """The account's blob endpoint: a dataset URL must be under it (the HTTP API checks)."""
+        ...
+
     def describe(self, blob: BlobRef) -> BlobRef:
         """Return `blob` with its current etag and URL; raises FileNotFoundError if missing."""
         ...

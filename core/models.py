@@ -53,32 +53,47 @@ class Hyperparameters(Frozen):
         return {k: text(v) for k, v in self.model_dump().items()}
 
 
+# Names a caller may send in `overrides`: each ends up in an Azure resource path or URI
+# (`azureml://registries/<registry>/models/<name>/versions/<version>`, `.../connections/<name>`),
+# so nothing with `/`, `..`, spaces or control characters gets through.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$"  # registry models have dots: Phi-3.5-mini-instruct
+MODEL_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+REGISTRY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$"
+INSTANCE_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # Standard_NC24ads_A100_v4
+ENDPOINT_NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$"
+# Azure ML's own rule for workspace connection names (REST spec parameter ConnectionName).
+CONNECTION_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$"
+
+
 class ModelOverrides(Frozen):
-    name: str | None = None
-    version: str | None = None
-    registry: str | None = None
+    name: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN)
+    version: str | None = Field(default=None, pattern=MODEL_VERSION_PATTERN)
+    registry: str | None = Field(default=None, pattern=REGISTRY_PATTERN)
 
 
 class EndpointOverrides(Frozen):
-    name: str | None = Field(default=None, pattern=r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$")
-    instance_type: str | None = None
+    name: str | None = Field(default=None, pattern=ENDPOINT_NAME_PATTERN)
+    instance_type: str | None = Field(default=None, pattern=INSTANCE_TYPE_PATTERN)
     instance_count: int | None = Field(default=None, ge=1, le=20)
-    connection_name: str | None = None
+    connection_name: str | None = Field(default=None, pattern=CONNECTION_NAME_PATTERN)
 
 
 class Overrides(Frozen):
-    """What a caller may change for one run (`POST /api/runs` body field `overrides`)."""
+    """What a caller may change for one run (`POST /api/runs` body field `overrides`).
+
+    The starter validates it in strict mode (no "2" for 2, no "yes" for true)."""
 
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     model: ModelOverrides = Field(default_factory=ModelOverrides)
     endpoint: EndpointOverrides = Field(default_factory=EndpointOverrides)
-    training_instance_type: str | None = None
+    training_instance_type: str | None = Field(default=None, pattern=INSTANCE_TYPE_PATTERN)
 
     @field_validator("hyperparameters")
     @classmethod
     def _known_hyperparameters(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # Validate eagerly so the caller gets a 400 naming the field, not a failed run.
-        Hyperparameters.model_validate(value)
+        # Validate eagerly (and strictly: the values are hashed into the run id as given) so the
+        # caller gets a 400 naming the field, not a failed run.
+        Hyperparameters.model_validate(value, strict=True)
         return value
 
 

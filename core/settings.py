@@ -7,6 +7,7 @@ Read by starters and activities only (`get_settings()`); orchestrators receive t
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,8 @@ EVAL_BATCH_MARGIN_S = 60.0
 # Waits before the retries of a busy (408/429/503) scoring answer (activities/evaluation.py).
 EVAL_BUSY_BACKOFF_S = (2.0, 4.0, 8.0, 16.0)
 LOCAL_ENDPOINT_NAME = "phi3-ft-endpoint"
+# A blob container name: 3-63 lowercase letters, digits and single hyphens, no hyphen at either end.
+_CONTAINER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 
 def evaluation_batch_seconds(batch_size: int, timeout_s: float, attempts: int) -> float:
@@ -64,6 +67,9 @@ class Settings(BaseSettings):
     # reads the same setting(s): a connection string (Azurite / local) or identity-based
     # `DatasetsStorage__blobServiceUri` (+ `__clientId` for a user-assigned identity).
     DATASETS_CONTAINER: str = "datasets"
+    # Containers `POST /api/runs` may read datasets and validation files from (comma-separated);
+    # unset, only DATASETS_CONTAINER (the one the blob trigger watches).
+    DATASET_CONTAINERS: str | None = None
     DatasetsStorage: str | None = Field(default=None, repr=False)
     DatasetsStorage__blobServiceUri: str | None = None
     DatasetsStorage__accountName: str | None = None
@@ -175,6 +181,23 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _known_dataset_containers(self) -> Settings:
+        bad = [c for c in self.dataset_containers if not _CONTAINER_NAME.fullmatch(c) or "--" in c]
+        if bad:
+            names = ", ".join(repr(c[:63]) for c in bad)
+            raise ValueError(f"DATASET_CONTAINERS: not container names: {names}")
+        others = [c for c in self.dataset_containers if c != self.DATASETS_CONTAINER]
+        if others and self.BACKEND == "azureml" and self.AZUREML_DATASTORE:
+            # The job reads `azureml://datastores/<datastore>/paths/<blob>`: the datastore is over
+            # DATASETS_CONTAINER, so a blob of another container would be read from the wrong place.
+            raise ValueError(
+                f"DATASET_CONTAINERS lists {', '.join(others)} besides DATASETS_CONTAINER, but "
+                "AZUREML_DATASTORE is set and covers DATASETS_CONTAINER only: unset AZUREML_DATASTORE "
+                "(jobs then read blobs by URL) or list only DATASETS_CONTAINER"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _evaluation_fits_timeout(self) -> Settings:
         budget = evaluation_batch_seconds(
             self.EVAL_BATCH_SIZE, self.EVAL_SCORE_TIMEOUT_S, self.EVAL_SCORE_ATTEMPTS
@@ -201,6 +224,12 @@ class Settings(BaseSettings):
                 self.AZUREML_WORKSPACE or "",
             )
         return LOCAL_ENDPOINT_NAME
+
+    @property
+    def dataset_containers(self) -> tuple[str, ...]:
+        """DATASET_CONTAINERS as a tuple (blanks dropped), or (DATASETS_CONTAINER,) when unset."""
+        listed = [c.strip() for c in (self.DATASET_CONTAINERS or "").split(",") if c.strip()]
+        return tuple(dict.fromkeys(listed)) or (self.DATASETS_CONTAINER,)
 
     @property
     def project_name(self) -> str | None:

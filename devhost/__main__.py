@@ -39,6 +39,9 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))
+    from core.redact import install_log_redaction
+
+    install_log_redaction()  # no query string (webhook token, SAS) in devhost.log
     from devhost.host import Host
 
     host = Host(run_dir / "devhost.sqlite", args.port, env, module=args.app)

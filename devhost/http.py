@@ -75,19 +75,72 @@ def _flag(request: web.Request, name: str, default: bool) -> bool:
     return default if value is None else value.lower() == "true"
 
 
+class BadBody(ValueError):
+    """A management request body that is not JSON: answered 400 (never an opaque 500)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 async def _json_text(request: web.Request) -> str | None:
-    """Request body as the JSON text to store: the SDK posts `json=<json string>`, curl a raw object."""
-    raw = await request.text()
-    if not raw.strip():
+    """Request body as the JSON text to store: the SDK posts `json=<json string>`, curl a raw value.
+
+    A body that is not UTF-8 JSON raises BadBody. A JSON string is kept as the JSON text the SDK
+    meant when it parses as JSON, and otherwise stored as that string (so the orchestration
+    always receives valid JSON)."""
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody("the body is not UTF-8") from None
+    if not text.strip():
         return None
-    value = json.loads(raw)
-    return value if isinstance(value, str) else json.dumps(value)
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise BadBody(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:  # NaN / Infinity, absurd nesting
+        raise BadBody(f"the body is not JSON: {str(exc)[:80] or type(exc).__name__}") from None
+    if isinstance(value, str):
+        try:
+            json.loads(value, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            return json.dumps(value)
+        return value
+    return json.dumps(value)
+
+
+def _error(
+    status: int, message: str, field: str, detail: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The app's error shape: {"error", "details": [{"field", "message"}]}."""
+    body = {"error": message, "details": [{"field": field, "message": detail}]}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def _answer_errors(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+    """Malformed bodies are 400; a bug in the host is a JSON 500 that says where to look."""
+    try:
+        return await handler(request)
+    except BadBody as exc:
+        return _error(400, "invalid request body", "(body)", str(exc))
+    except web.HTTPMethodNotAllowed as exc:  # a management route with another method
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        detail = f"{request.method} is not allowed here; use {allowed}"
+        return _error(405, "method not allowed", "(method)", detail, {"Allow": allowed})
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, "the dev host failed", "(host)", "an error in the dev host; see its log")
 
 
 def build_app(
     engine: Engine, index: FunctionIndex, binding_json: str, wake: Callable[[], None]
 ) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024**2)
+    app = web.Application(client_max_size=64 * 1024**2, middlewares=[_answer_errors])
 
     async def start(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -146,9 +199,17 @@ def build_app(
 
     async def http_trigger(request: web.Request) -> web.StreamResponse:
         path = request.match_info["tail"].strip("/")
+        shown = path if len(path) <= 80 else path[:80] + "…"  # never echo an absurd URL whole
         found = index.route(request.method, path)
         if found is None:
-            return web.json_response({"error": f"no function for {request.method} /api/{path}"}, status=404)
+            # A known route with another method: 405 + Allow. (On Azure the Functions host answers
+            # 404 for a method a function does not declare; the app's own routes declare every
+            # method and answer 405 themselves, so both hosts agree for them.)
+            allowed = sorted({m for r in index.http if r.pattern.fullmatch(path) for m in r.methods})
+            if allowed:
+                detail = f"{request.method} is not allowed on /api/{shown}; use {', '.join(allowed)}"
+                return _error(405, "method not allowed", "(method)", detail, {"Allow": ", ".join(allowed)})
+            return _error(404, "no such route", "(path)", f"no function for {request.method} /api/{shown}")
         route, params = found
         trigger = route.function.binding("httpTrigger")
         assert trigger is not None

@@ -51,6 +51,9 @@ param principalType string = 'User'
 @description('DATASETS_CONTAINER: the container uploads go to; the blob trigger and Event Grid watch it.')
 param datasetsContainerName string = 'datasets'
 
+@description('DATASET_CONTAINERS: comma-separated containers POST /api/runs may read datasets and validation files from; empty = DATASETS_CONTAINER only. This template sets AZUREML_DATASTORE, which covers DATASETS_CONTAINER only, so the app refuses any other container here.')
+param datasetContainers string = ''
+
 @description('TASK_HUB_NAME: durable task hub (host.json reads it).')
 param taskHubName string = 'phi3finetune'
 
@@ -345,6 +348,8 @@ var appSettings = {
   BACKEND: 'azureml'
   TASK_HUB_NAME: taskHubName
   DATASETS_CONTAINER: datasetsContainerName
+  // Empty = DATASETS_CONTAINER only: the containers POST /api/runs accepts (anything else is a 400).
+  DATASET_CONTAINERS: datasetContainers
   // Identity-based datasets connection (blob trigger `connection="DatasetsStorage"` and
   // backends/blob_store.py): the account name gives the host both the blob and the queue endpoint
   // (the trigger's poison queue); no connection string.

@@ -394,6 +394,10 @@ class _NoDatasets:
     def describe(self, blob: BlobRef) -> BlobRef:
         raise RuntimeError("teardown does not use the datasets store")
 
+    @property
+    def account_url(self) -> str:
+        raise RuntimeError("teardown does not use the datasets store")
+
     def download(self, blob: BlobRef, dest: Path) -> None:
         raise RuntimeError("teardown does not use the datasets store")
 

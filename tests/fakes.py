@@ -117,6 +117,8 @@ class FakeAzure:
             training=self, serving=self, connections=self, datasets=self, preflight=self, turns=self
         )
 
+    account_url = ACCOUNT_URL  # DatasetStore: every blob of the fake lives in this account
+
     # -- TurnStore -----------------------------------------------------------------------------
 
     def take(self, endpoint: str, run: str, ttl_s: float) -> TurnAnswer:

@@ -10,73 +10,23 @@ upload, the HTTP API, the durable status, and the workspace through the real SDK
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from core.models import BlobRef, ProvisioningState
+from core.models import ProvisioningState
 from core.naming import APP_TAG, instance_id
 from core.settings import Settings, default_endpoint_name
-from devhost import azure_emulator, azurite
-from devhost.__main__ import down, wait_ready
-from devhost.demo import ask_flow, flow_env, upload_file
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample" / "chats.jsonl"
-RUN_TIMEOUT_S = 240
+from devhost import azure_emulator
+from devhost.demo import ask_flow, flow_env
+from tests.devhost_process import DevHostProcess, finished
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class AzureHost:
-    """The dev host on its Azure code path, with the emulator it starts, as separate processes."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.port, self.azurite_port = _free_port(), _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "LOCAL_MAX_STEPS": "150",  # the tiny model learns the sample's words; quick on 2 cores
-            "NUM_TRAIN_EPOCHS": "1",
-            "EVAL_SAMPLE_SIZE": "20",
-        }
-        for name in ("BACKEND", "DatasetsStorage"):  # the tests' conftest sets them for in-process code
-            self.env.pop(name, None)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = self.run_dir / "devhost.log"
-        cmd = [sys.executable, "-m", "devhost", "serve", "--azure", "--run-dir", str(self.run_dir),
-               "--port", str(self.port), "--azurite-port", str(self.azurite_port)]  # fmt: skip
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        wait_ready(self.port, self.proc, 120, log)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        down(argparse.Namespace(run_dir=str(self.run_dir)))
+class AzureHost(DevHostProcess):
+    """The dev host on its Azure code path (`serve --azure`), with the emulator it starts."""
 
     @property
     def emulator(self) -> azure_emulator.Emulator:
@@ -84,33 +34,19 @@ class AzureHost:
         assert running is not None, "the dev host started no Azure ML emulator"
         return running
 
-    def upload(self, name: str) -> BlobRef:
-        store = azurite.Azurite(self.azurite_port, 0)
-        return upload_file(store.connection_string, "datasets", name, SAMPLE)
-
-    def wait(self, run_id: str) -> dict[str, Any]:
-        """Poll the durable status (what users do) until the run ends."""
-        url = f"{self.base_url}/runtime/webhooks/durabletask/instances/{run_id}"
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            resp = httpx.get(url, timeout=10)
-            if resp.status_code != 404:
-                body = resp.json()
-                if body["runtimeStatus"] in ("Completed", "Failed", "Terminated"):
-                    return body
-            time.sleep(0.5)
-        raise AssertionError(f"run {run_id} did not end in {RUN_TIMEOUT_S} s; last status: {body}")
-
     def history(self, run_id: str) -> str:
-        url = f"{self.base_url}/runtime/webhooks/durabletask/instances/{run_id}"
-        return httpx.get(url, params={"showHistory": "true", "showHistoryOutput": "true"}, timeout=10).text
+        return self.status(run_id, showHistory="true", showHistoryOutput="true").text
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureHost]:
-    h = AzureHost(tmp_path_factory.mktemp("azure-run"))
-    h.start()
+    env = {
+        "LOCAL_MAX_STEPS": "150",  # the tiny model learns the sample's words; quick on 2 cores
+        "NUM_TRAIN_EPOCHS": "1",
+        "EVAL_SAMPLE_SIZE": "20",
+    }
+    h = AzureHost(tmp_path_factory.mktemp("azure-run"), env, args=("--azure",))
+    h.start(ready_timeout_s=120)
     try:
         yield h
     finally:
@@ -146,7 +82,7 @@ def _key(host: AzureHost, endpoint: str) -> str:
 def test_upload_to_answer_through_the_azure_code_path(host: AzureHost, workspace: Any) -> None:
     dataset = host.upload("azure/chats.jsonl")
     run_id = instance_id(dataset)
-    body = host.wait(run_id)
+    body = host.wait(run_id, finished)
 
     out = body["output"]
     print("durations_s", out.get("durations_s"))
@@ -203,7 +139,7 @@ def test_a_worse_retrain_is_rejected_and_the_live_deployment_kept(host: AzureHos
     resp = httpx.post(f"{host.base_url}/api/runs", json=body, timeout=30)
     assert resp.status_code == 202, resp.text
     run_id = resp.json()["id"]
-    out = host.wait(run_id)["output"]
+    out = host.wait(run_id, finished)["output"]
     print("durations_s", out.get("durations_s"))
 
     assert out["status"] == "rejected_by_evaluation", out

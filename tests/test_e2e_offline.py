@@ -9,13 +9,9 @@ after a restart the run completes with exactly one fine-tune job and one live de
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,159 +21,63 @@ import pytest
 from PIL import Image
 
 from core import notify
-from core.models import BlobRef
 from core.naming import APP_TAG, instance_id, is_dataset_blob
 from core.settings import Settings
-from devhost import azurite
-from devhost.__main__ import down, wait_ready
 from localml.paths import RunPaths
+from tests.devhost_process import ROOT, SAMPLE, DevHostProcess, Receiver, finished
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample" / "chats.jsonl"
-RUN_TIMEOUT_S = 300
 WEBHOOK_SECRET = "e2e-webhook-secret-7f3a"
 
 
-class Webhook:
+class Webhook(Receiver):
     """A real HTTP receiver for the completion events (CloudEvents, HMAC-signed)."""
 
-    def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        events: list[tuple[dict[str, str], bytes]] = []
-        self.events = events
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                events.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/events"
 
     def of(self, subject: str) -> list[dict[str, Any]]:
         """The verified events about `subject` (a bad signature fails the test)."""
         out = []
-        for headers, body in list(self.events):
+        for _, headers, body in list(self.received):
             assert notify.verify(body, WEBHOOK_SECRET, headers[notify.SIGNATURE_HEADER.lower()])
             event = json.loads(body)
             if event["subject"] == subject:
                 out.append(event)
         return out
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
+class DevHost(DevHostProcess):
+    """The dev host as a separate process that a test can kill -9 and restart, sending its
+    completion events to `webhook`."""
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class DevHost:
-    """The dev host as a separate process that a test can kill -9 and restart."""
-
-    def __init__(self, run_dir: Path, webhook: Webhook) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, webhook: Webhook, **env: str) -> None:
+        super().__init__(
+            run_dir,
+            {
+                "LOCAL_MAX_STEPS": "150",  # enough to learn the sample's words, quick on 2 cores
+                "NUM_TRAIN_EPOCHS": "1",
+                "NOTIFY_WEBHOOK_URL": webhook.url,
+                "NOTIFY_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "NOTIFY_FIRST_BACKOFF_S": "0.2",
+                **env,
+            },
+        )
         self.webhook = webhook
-        self.port, self.azurite_port = free_port(), free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        from localml.serving import promptflow_env
-
-        self.env = {
-            **os.environ,
-            **promptflow_env(RunPaths.at(run_dir)),
-            "LOCAL_MAX_STEPS": "150",  # enough to learn the sample's words, quick on 2 cores
-            "NUM_TRAIN_EPOCHS": "1",
-            "NOTIFY_WEBHOOK_URL": webhook.url,
-            "NOTIFY_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "NOTIFY_FIRST_BACKOFF_S": "0.2",
-        }
-        self.env.pop("BACKEND", None)  # the tests' conftest sets BACKEND for in-process code
-        self.env.pop("DatasetsStorage", None)
-
-    def start(self) -> None:
-        log = self.run_dir / "devhost.log"
-        cmd = [sys.executable, "-m", "devhost", "serve", "--run-dir", str(self.run_dir),
-               "--port", str(self.port), "--azurite-port", str(self.azurite_port)]  # fmt: skip
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        wait_ready(self.port, self.proc, 90, log)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:  # state is committed per transaction: a kill is safe
-                self.proc.kill()
-                self.proc.wait(10)
-
-    @property
-    def connection_string(self) -> str:
-        return azurite.Azurite(self.azurite_port, 0).connection_string
-
-    def upload(self, name: str, data: bytes | None = None) -> BlobRef:
-        from azure.storage.blob import BlobServiceClient
-
-        from backends.blob_store import BlobDatasetStore
-
-        service = BlobServiceClient.from_connection_string(self.connection_string)
-        if not service.get_container_client("datasets").exists():
-            service.create_container("datasets")
-        path = self.run_dir / "upload.jsonl"
-        path.write_bytes(SAMPLE.read_bytes() if data is None else data)
-        return BlobDatasetStore(service).upload(path, BlobRef(container="datasets", name=name))
-
-    def blob(self, name: str) -> bytes:
-        from azure.storage.blob import BlobServiceClient
-
-        service = BlobServiceClient.from_connection_string(self.connection_string)
-        return service.get_container_client("datasets").download_blob(name).readall()
-
-    def blob_names(self) -> list[str]:
-        from azure.storage.blob import BlobServiceClient
-
-        service = BlobServiceClient.from_connection_string(self.connection_string)
-        return [b.name for b in service.get_container_client("datasets").list_blobs()]
-
-    def status(self, run_id: str) -> dict[str, Any] | None:
-        resp = httpx.get(f"{self.base_url}/runtime/webhooks/durabletask/instances/{run_id}", timeout=10)
-        return None if resp.status_code == 404 else resp.json()
-
-    def wait(
-        self, run_id: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = RUN_TIMEOUT_S
-    ) -> dict:
-        """Poll the durable status (what users do) until `done(status)`; the run is a real process."""
-        deadline = time.monotonic() + timeout_s
-        body: dict[str, Any] | None = None
-        while time.monotonic() < deadline:
-            body = self.status(run_id)
-            if body is not None and done(body):
-                return body
-            if body is not None and body["runtimeStatus"] in ("Failed", "Terminated"):
-                raise AssertionError(f"run {run_id} ended {body['runtimeStatus']}: {body.get('output')}")
-            time.sleep(0.2)
-        raise AssertionError(f"run {run_id} did not get there in {timeout_s} s; last status: {body}")
 
 
-def finished(body: dict[str, Any]) -> bool:
-    return body["runtimeStatus"] == "Completed"
+def serve(run_dir: Path, **env: str) -> Iterator[DevHost]:
+    """A running DevHost for a test module; everything it started is stopped afterwards."""
+    webhook = Webhook()
+    host = DevHost(run_dir, webhook, **env)
+    try:
+        host.start()
+        yield host
+    finally:
+        try:
+            host.stop()
+        finally:
+            webhook.close()
 
 
 def at_step(*steps: str) -> Callable[[dict[str, Any]], bool]:
@@ -191,21 +91,8 @@ def at_step(*steps: str) -> Callable[[dict[str, Any]], bool]:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory) -> Iterator[DevHost]:
-    run_dir = tmp_path_factory.mktemp("run")
-    webhook = Webhook()
-    h = DevHost(run_dir, webhook)
-    h.start()
-    try:
-        yield h
-    finally:
-        import argparse
-
-        try:
-            h.stop()
-        finally:
-            down(argparse.Namespace(run_dir=str(run_dir)))
-            webhook.close()
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
+    yield from serve(tmp_path_factory.mktemp("run"))
 
 
 def pf_subprocess(host: DevHost, *args: str) -> str:
@@ -230,7 +117,9 @@ def test_upload_to_answer(host: DevHost):
     # The registered MLflow model version carries the lineage tags.
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=RunPaths.at(host.run_dir).mlflow_uri)
+    # registry_uri too: MlflowClient otherwise takes a registry URI another test set in this process
+    uri = RunPaths.at(host.run_dir).mlflow_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = client.get_model_version(out["model"]["name"], out["model"]["version"])
     assert version.tags["instance-id"] == run_id
     assert version.tags["dataset-blob"] == "datasets/e2e/chats.jsonl"

@@ -9,7 +9,6 @@ the endpoint's turn, and restarted: tests/test_e2e_offline.py `test_kill9_and_re
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +17,8 @@ import pytest
 
 from core.naming import instance_id
 from core.settings import Settings
-from devhost.__main__ import down
-from tests.test_e2e_offline import SAMPLE, DevHost, Webhook
+from tests.devhost_process import SAMPLE
+from tests.test_e2e_offline import DevHost, serve
 
 ENDPOINT = "phi3-ft-endpoint"
 ENDED = {"completed", "rejected_by_evaluation"}
@@ -27,19 +26,7 @@ ENDED = {"completed", "rejected_by_evaluation"}
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHost]:
-    run_dir = tmp_path_factory.mktemp("reliability")
-    webhook = Webhook()
-    h = DevHost(run_dir, webhook)
-    h.env.update({"LOCAL_MAX_STEPS": "60", "EVAL_SAMPLE_SIZE": "5", "NOTIFY_WEBHOOK_URL": ""})
-    h.start()
-    try:
-        yield h
-    finally:
-        try:
-            h.stop()
-        finally:
-            down(argparse.Namespace(run_dir=str(run_dir)))
-            webhook.close()
+    yield from serve(tmp_path_factory.mktemp("reliability"), LOCAL_MAX_STEPS="60", EVAL_SAMPLE_SIZE="5")
 
 
 def _until(what: str, check: Any, timeout_s: float = 240) -> Any:
@@ -67,7 +54,7 @@ def test_concurrent_releases_take_turns_and_leave_one_deployment(host: DevHost) 
     # One of them is seen waiting for its turn (the others train, or hold the endpoint): cancel it.
     def a_waiting_run() -> tuple[str, dict[str, Any]] | None:
         for run_id in runs:
-            body = host.status(run_id)
+            body = host.state(run_id)
             custom = (body or {}).get("customStatus") or {}
             if custom.get("step") == "waiting_for_endpoint":
                 return run_id, custom

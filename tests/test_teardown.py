@@ -79,6 +79,13 @@ def backends(fake: FakeWorkspace) -> Backends:
     return Backends(training=fake, serving=fake, connections=fake, datasets=fake, preflight=fake, turns=fake)  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich sizes its tables to the terminal (COLUMNS when there is none): one width for every
+    runner, wide enough that no cell the tests read is wrapped."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+
 @pytest.fixture
 def azure() -> Settings:
     return Settings(

@@ -7,7 +7,7 @@ import logging
 import azure.durable_functions as df
 import azure.functions as func
 
-from backends.blob_store import normalize_etag, split_blob_url
+from backends.blob_store import check_blob_path, normalize_etag, quote_prefix, split_blob_url
 from backends.registry import current
 from core.models import BlobRef, RunRequest
 from core.naming import instance_id, is_dataset_blob
@@ -31,6 +31,11 @@ def blob_ref(blob: func.InputStream) -> BlobRef:
 
 async def handle_blob(blob: func.InputStream, client: df.DurableOrchestrationClient) -> StartOutcome | None:
     container, name = split_blob_url(blob.name or "")
+    try:
+        check_blob_path(container, name)
+    except ValueError as exc:  # `a/../b.jsonl`, control characters, ...: no run, no retry
+        log.warning("ignoring blob %s: %s", quote_prefix(f"{container}/{name}"), exc)
+        return None
     if not is_dataset_blob(name):
         log.info("ignoring %s/%s: not a dataset (*.jsonl outside _splits/ and reports/)", container, name)
         return None
