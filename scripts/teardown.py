@@ -420,21 +420,17 @@ class _NoTurns:
 
 def build_backends(settings: Settings) -> Backends:
     """The app's wiring (backends.registry) for `settings`, without the datasets store."""
+    training: Any
+    serving: Any
+    preflight: Any
     if settings.BACKEND == "azureml":
         from backends import azureml
 
-        aml = azureml.build(settings)
-        return Backends(
-            training=aml,
-            serving=aml,
-            connections=aml,
-            datasets=_NoDatasets(),
-            preflight=aml,
-            turns=_NoTurns(),
-        )
-    from backends import local
+        training = serving = preflight = azureml.build(settings)
+    else:
+        from backends import local
 
-    training, serving, preflight = local.build(settings)
+        training, serving, preflight = local.build(settings)
     return Backends(
         training=training,
         serving=serving,
