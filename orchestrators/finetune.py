@@ -75,6 +75,21 @@ class Rejected(Exception):
     """The evaluation gate said no; the message is its reason."""
 
 
+class ContinuedAsNew:
+    """What a step returns when the orchestration continued as new: this generation ends here,
+    with no summary (a step that forgets to return its result cannot pass for this)."""
+
+
+CONTINUED = ContinuedAsNew()
+
+
+class Ended:
+    """A step whose activity's retries were exhausted: the run ends with this summary."""
+
+    def __init__(self, summary: dict[str, Any]) -> None:
+        self.summary = summary
+
+
 class FinetuneRun:
     def __init__(self, context: df.DurableOrchestrationContext, run: RunInput) -> None:
         self.ctx = context
@@ -190,8 +205,10 @@ class FinetuneRun:
             result = yield from self.steps()
         except Canceled as canceled:
             result = yield from self.canceled(canceled)
-        if result is None:  # continued as new
+        if result is CONTINUED:
             return None
+        if not isinstance(result, dict):
+            raise TypeError(f"the run's steps ended without a summary: {result!r}")
         return (yield from self.finish(result))
 
     def canceled(self, canceled: Canceled) -> Step:
@@ -252,23 +269,32 @@ class FinetuneRun:
         )
         return summary.model_dump(mode="json")
 
+    def guarded(
+        self, step: Step, failed: str, cleanup: Callable[[], Step] | None = None, **fields: Any
+    ) -> Step:
+        """`step`'s result, or `Ended` (the run fails with "<failed>: <error>", after `cleanup`)
+        when its activity's retries are exhausted. A cancel passes through."""
+        try:
+            return (yield from step)
+        except Canceled:
+            raise
+        except Exception as exc:
+            if cleanup is not None:
+                yield from cleanup()
+            return Ended(self.summary(RunStatus.FAILED, f"{failed}: {exc}", **fields))
+
     def steps(self) -> Step:
         p = self.progress
         if p.job is None:
-            try:
-                outcome = yield from self.validate()
-            except Canceled:
-                raise
-            except Exception as exc:  # retries exhausted: storage unreachable, not bad data
-                return self.summary(RunStatus.FAILED, f"validating the dataset failed: {exc}")
+            # retries exhausted here means storage unreachable, not bad data
+            outcome = yield from self.guarded(self.validate(), "validating the dataset failed")
+            if isinstance(outcome, Ended):
+                return outcome.summary
             if not outcome.ok:
                 return self.invalid(outcome)
-            try:
-                report = yield from self.preflight()
-            except Canceled:
-                raise
-            except Exception as exc:
-                return self.summary(RunStatus.FAILED, f"preflight could not run: {exc}")
+            report = yield from self.guarded(self.preflight(), "preflight could not run")
+            if isinstance(report, Ended):
+                return report.summary
             if not report.ok:
                 return self.summary(
                     RunStatus.PREFLIGHT_FAILED,
@@ -277,30 +303,22 @@ class FinetuneRun:
                 )
             if self.request.dry_run:
                 return (yield from self.plan(outcome, report))
-            try:
-                yield from self.submit()
-            except Canceled:
-                raise
-            except Exception as exc:
-                # The job may exist even though the call failed (lost response): cancel it by its
-                # deterministic name so no GPU job runs unwatched.
-                p.job = job_name(self.run_id)
-                yield from self.cancel_job_quietly()
-                return self.summary(RunStatus.FAILED, f"submitting the fine-tuning job failed: {exc}")
+            submitted = yield from self.guarded(
+                self.submit(), "submitting the fine-tuning job failed", self.cancel_unconfirmed_job
+            )
+            if isinstance(submitted, Ended):
+                return submitted.summary
         job = yield from self.monitor()
-        if job is None:  # continued as new
-            return None
+        if job is CONTINUED:
+            return CONTINUED
         if job.state is not JobState.COMPLETED:
             detail = f": {job.error}" if job.error else ""
             return self.summary(
                 RunStatus.FAILED, f"fine-tuning job {job.name} ended {job.raw_status}{detail}"
             )
-        try:
-            model = yield from self.register()
-        except Canceled:
-            raise
-        except Exception as exc:  # retries exhausted
-            return self.summary(RunStatus.FAILED, f"registering the model failed: {exc}")
+        model = yield from self.guarded(self.register(), "registering the model failed")
+        if isinstance(model, Ended):
+            return model.summary
         return (yield from self.deploy(model))
 
     def validate(self) -> Step:
@@ -435,7 +453,13 @@ class FinetuneRun:
             if polls_here >= self.cfg.monitor_polls_per_generation:
                 p.generation += 1
                 self.ctx.continue_as_new(RunInput(request=self.request, progress=p).model_dump(mode="json"))
-                return None
+                return CONTINUED
+
+    def cancel_unconfirmed_job(self) -> Step:
+        """The job may exist even though the submit call failed (a lost response): cancel it by its
+        deterministic name so no GPU job runs unwatched."""
+        self.progress.job = job_name(self.run_id)
+        yield from self.cancel_job_quietly()
 
     def cancel_job_quietly(self) -> Step:
         try:
@@ -510,14 +534,14 @@ class FinetuneRun:
         turn, given back however it ends (a cancel included)."""
         endpoint_name = self.cfg.endpoint_name
         try:
-            yield from self.wait_for_turn(endpoint_name)
+            waited = yield from self.guarded(
+                self.wait_for_turn(endpoint_name), f"taking the release turn of {endpoint_name}", model=model
+            )
         except Canceled:
             yield from self.give_back_turn(endpoint_name)  # granted just before the cancel arrived
             raise
-        except Exception as exc:  # retries exhausted: the turn store is unreachable
-            return self.summary(
-                RunStatus.FAILED, f"taking the release turn of {endpoint_name}: {exc}", model=model
-            )
+        if isinstance(waited, Ended):
+            return waited.summary
         try:
             result = yield from self.release(model)
         except Exception:

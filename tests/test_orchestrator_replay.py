@@ -449,3 +449,20 @@ def test_blob_replaced_after_the_event_is_invalid(
     assert result.output["status"] == "invalid_dataset"
     assert "overwritten after this run started" in result.output["reason"]
     assert azure.jobs == {}
+
+
+def test_steps_that_end_without_a_summary_fail_the_run_loudly(
+    orchestrator_handler, activity_functions, azure: FakeAzure, make_input, monkeypatch: pytest.MonkeyPatch
+):
+    """Only the explicit CONTINUED sentinel ends a generation without a summary: a branch that
+    forgets to return its result fails the orchestration instead of completing it silently."""
+    from orchestrators import finetune
+
+    def forgetful(self: Any) -> Any:
+        yield from self.listen_for_cancel()  # a step that runs, then returns nothing
+
+    monkeypatch.setattr(finetune.FinetuneRun, "steps", forgetful)
+    result = replay(orchestrator_handler, activity_functions, make_input())
+
+    assert result.output is None and result.error is not None
+    assert "ended without a summary" in result.error
