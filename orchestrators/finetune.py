@@ -551,32 +551,17 @@ class FinetuneRun:
         return result
 
     def release(self, model: ModelRef) -> Step:
+        """The release, in this run's turn: the endpoint; the new deployment rolled out (created,
+        smoke-tested, gated, given the traffic; rolled back on any failure); then go-live."""
         cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
         lineage = lineage_tags(self.run_id, self.request.dataset, self.progress.job)
         tags = lineage | expiry_tag(self.now, cfg.endpoint_ttl_hours)
         self.begin("deploying", endpoint=endpoint_name)
-        try:
-            endpoint = EndpointInfo.model_validate(
-                (yield from self.act(Activity.ENSURE_ENDPOINT, {"name": endpoint_name, "tags": tags}))
-            )
-            if not endpoint.state.settled:
-                endpoint = EndpointInfo.model_validate(
-                    (
-                        yield from self.poll(
-                            Activity.GET_ENDPOINT,
-                            {"name": endpoint_name},
-                            cfg.deploy_poll,
-                            lambda r: ProvisioningState(r["state"]).settled,
-                            "creating endpoint",
-                        )
-                    )
-                )
-            if endpoint.state is not ProvisioningState.SUCCEEDED:
-                raise StepFailed(f"endpoint {endpoint_name} is {endpoint.state.value}")
-        except Canceled:
-            raise
-        except Exception as exc:
-            return self.summary(RunStatus.FAILED, f"endpoint: {exc}", model=model, endpoint=endpoint_name)
+        endpoint = yield from self.guarded(
+            self.ensure_endpoint(tags), "endpoint", model=model, endpoint=endpoint_name
+        )
+        if isinstance(endpoint, Ended):
+            return endpoint.summary
 
         new, live = pick_deployments(endpoint.traffic, self.run_id)
         fields: dict[str, Any] = {"model": model, "endpoint": endpoint_name, "deployment": new}
@@ -584,6 +569,46 @@ class FinetuneRun:
         # under a run that is still deploying and evaluating (its lineage tags still describe the
         # live model: they change only once traffic has moved).
         _expires, lease_error = yield from self.renew_expiry(endpoint_name, {})
+        refused = yield from self.roll_out(endpoint, model, new, live, tags, fields)
+        if refused is not None:
+            return refused
+        return (yield from self.go_live(new, live, lineage, lease_error, fields))
+
+    def ensure_endpoint(self, tags: dict[str, str]) -> Step:
+        """The endpoint, created if missing and waited for until it is ready."""
+        cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
+        endpoint = EndpointInfo.model_validate(
+            (yield from self.act(Activity.ENSURE_ENDPOINT, {"name": endpoint_name, "tags": tags}))
+        )
+        if not endpoint.state.settled:
+            endpoint = EndpointInfo.model_validate(
+                (
+                    yield from self.poll(
+                        Activity.GET_ENDPOINT,
+                        {"name": endpoint_name},
+                        cfg.deploy_poll,
+                        lambda r: ProvisioningState(r["state"]).settled,
+                        "creating endpoint",
+                    )
+                )
+            )
+        if endpoint.state is not ProvisioningState.SUCCEEDED:
+            raise StepFailed(f"endpoint {endpoint_name} is {endpoint.state.value}")
+        return endpoint
+
+    def roll_out(
+        self,
+        endpoint: EndpointInfo,
+        model: ModelRef,
+        new: str,
+        live: str | None,
+        tags: dict[str, str],
+        fields: dict[str, Any],
+    ) -> Step:
+        """Create `new` at 0 %, smoke-test it, gate it against `live`, give it the traffic. None
+        once the traffic has moved; otherwise the run's summary, after a rollback that leaves the
+        endpoint as it was (a cancel is re-raised after the rollback)."""
+        cfg, endpoint_name = self.cfg, endpoint.name
         traffic_touched = False
         try:
             spec = DeploymentSpec(
@@ -661,8 +686,19 @@ class FinetuneRun:
                 previous_deployment=live,
                 **fields,
             )
+        return None
 
-        # The deployment is live: its TTL starts now.
+    def go_live(
+        self,
+        new: str,
+        live: str | None,
+        lineage: dict[str, str],
+        lease_error: str | None,
+        fields: dict[str, Any],
+    ) -> Step:
+        """The new deployment has the traffic: its TTL starts, the old one goes, the Prompt flow
+        connection points at the endpoint."""
+        cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
         expires, renew_error = yield from self.renew_expiry(endpoint_name, lineage)
         fields["expires_at"] = expires
         notes = [n for n in (lease_error, renew_error) if n]
