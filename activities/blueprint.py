@@ -10,6 +10,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from core.names import Activity
 from core.redact import scrub
 
 bp = df.Blueprint()
@@ -23,12 +24,16 @@ class ActivityError(RuntimeError):
 
 
 def activity(fn: Callable[[Payload], Any]) -> Callable[[Payload], Any]:
-    """Register `fn` as the activity named after it.
+    """Register `fn` as the activity named after it, which must be an `Activity` member (the name
+    the orchestrator calls it by).
 
     The payload always arrives as a JSON object. Exceptions are re-raised as `ActivityError`
     with credentials scrubbed and the original chain dropped, because the host writes the
     failure text into the durable history (TaskFailed) where secrets must never appear.
     """
+
+    if fn.__name__ not in {a.value for a in Activity}:
+        raise ValueError(f"activity {fn.__name__!r} is not a member of core.names.Activity; add it there")
 
     @functools.wraps(fn)
     def run(payload: Payload) -> Any:
