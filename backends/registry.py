@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from backends.base import (
     ConnectionStore,
@@ -15,7 +17,9 @@ from backends.base import (
     TrainingBackend,
     TurnStore,
 )
-from core.settings import get_settings
+from core.models import BlobRef
+from core.settings import Settings, get_settings
+from core.turns import Turn, TurnAnswer
 
 
 @dataclass(frozen=True)
@@ -31,24 +35,65 @@ class Backends:
 _override: Backends | None = None
 
 
-@lru_cache(maxsize=1)
-def _from_settings() -> Backends:
-    settings = get_settings()
-    from backends.blob_store import BlobDatasetStore
-    from backends.turns import BlobTurnStore
+class _NoStorage:
+    """The datasets store and the release turns of a process that has no storage account to use
+    (`build(..., storage=False)`): every call is refused, saying so."""
 
-    datasets = BlobDatasetStore.from_settings(settings)
-    turns = BlobTurnStore(datasets.service, settings.DATASETS_CONTAINER)
+    def __init__(self, who: str) -> None:
+        self.who = who
+
+    def _refuse(self) -> RuntimeError:
+        return RuntimeError(f"{self.who} uses no datasets storage")
+
+    @property
+    def account_url(self) -> str:
+        raise self._refuse()
+
+    def describe(self, blob: BlobRef) -> BlobRef:
+        raise self._refuse()
+
+    def download(self, blob: BlobRef, dest: Path) -> None:
+        raise self._refuse()
+
+    def upload(self, src: Path, blob: BlobRef) -> BlobRef:
+        raise self._refuse()
+
+    def take(self, endpoint: str, run: str, ttl_s: float) -> TurnAnswer:
+        raise self._refuse()
+
+    def give_back(self, endpoint: str, run: str) -> bool:
+        raise self._refuse()
+
+    def current(self, endpoint: str) -> Turn | None:
+        raise self._refuse()
+
+
+def build(settings: Settings, *, storage: str | None = None) -> Backends:
+    """The backends `settings` name: Azure ML, or the offline stack (localml, heavy imports kept
+    out of Azure). `storage=None` connects the datasets account (the store and the release turns);
+    a process that needs neither (scripts/teardown.py) passes its name instead, and gets stand-ins
+    that refuse every call."""
+    datasets: DatasetStore
+    turns: TurnStore
+    if storage is None:
+        from backends.blob_store import BlobDatasetStore
+        from backends.turns import BlobTurnStore
+
+        store = BlobDatasetStore.from_settings(settings)
+        datasets, turns = store, BlobTurnStore(store.service, settings.DATASETS_CONTAINER)
+    else:
+        datasets = turns = _NoStorage(storage)
+    training: TrainingBackend
+    serving: Any
+    preflight: PreflightBackend
     if settings.BACKEND == "azureml":
         from backends import azureml
 
-        aml = azureml.build(settings)
-        return Backends(
-            training=aml, serving=aml, connections=aml, datasets=datasets, preflight=aml, turns=turns
-        )
-    from backends import local  # the offline stack (devhost); heavy imports stay out of Azure
+        training = serving = preflight = azureml.build(settings)
+    else:
+        from backends import local
 
-    training, serving, preflight = local.build(settings)
+        training, serving, preflight = local.build(settings)
     return Backends(
         training=training,
         serving=serving,
@@ -57,6 +102,11 @@ def _from_settings() -> Backends:
         preflight=preflight,
         turns=turns,
     )
+
+
+@lru_cache(maxsize=1)
+def _from_settings() -> Backends:
+    return build(get_settings())
 
 
 def current() -> Backends:

@@ -60,10 +60,11 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
+from backends import registry  # noqa: E402
 from backends.registry import Backends  # noqa: E402
 from core import cli  # noqa: E402
 from core.costs import CURRENCY, PRICES_AS_OF, REGION, format_cost, hourly_cost  # noqa: E402
-from core.models import BlobRef, ModelRef, ProvisioningState  # noqa: E402
+from core.models import ModelRef, ProvisioningState  # noqa: E402
 from core.naming import APP_TAG, CREATED_BY_TAG  # noqa: E402
 from core.settings import Settings  # noqa: E402
 
@@ -388,57 +389,9 @@ def _resolve(path: str, root: Path) -> Path:
     return p if p.is_absolute() else (root / p).resolve()
 
 
-class _NoDatasets:
-    """Teardown never reads or writes datasets, so it needs no storage connection."""
-
-    def describe(self, blob: BlobRef) -> BlobRef:
-        raise RuntimeError("teardown does not use the datasets store")
-
-    @property
-    def account_url(self) -> str:
-        raise RuntimeError("teardown does not use the datasets store")
-
-    def download(self, blob: BlobRef, dest: Path) -> None:
-        raise RuntimeError("teardown does not use the datasets store")
-
-    def upload(self, src: Path, blob: BlobRef) -> BlobRef:
-        raise RuntimeError("teardown does not use the datasets store")
-
-
-class _NoTurns:
-    """Teardown takes no release turns (it deletes what this app created, not releases)."""
-
-    def take(self, endpoint: str, run: str, ttl_s: float) -> Any:
-        raise RuntimeError("teardown does not take release turns")
-
-    def give_back(self, endpoint: str, run: str) -> bool:
-        raise RuntimeError("teardown does not take release turns")
-
-    def current(self, endpoint: str) -> Any:
-        raise RuntimeError("teardown does not take release turns")
-
-
 def build_backends(settings: Settings) -> Backends:
-    """The app's wiring (backends.registry) for `settings`, without the datasets store."""
-    training: Any
-    serving: Any
-    preflight: Any
-    if settings.BACKEND == "azureml":
-        from backends import azureml
-
-        training = serving = preflight = azureml.build(settings)
-    else:
-        from backends import local
-
-        training, serving, preflight = local.build(settings)
-    return Backends(
-        training=training,
-        serving=serving,
-        connections=serving,
-        datasets=_NoDatasets(),
-        preflight=preflight,
-        turns=_NoTurns(),
-    )
+    """The app's backends (backends.registry) for `settings`; teardown uses no datasets storage."""
+    return registry.build(settings, storage="teardown")
 
 
 # -- command line --------------------------------------------------------------------------------

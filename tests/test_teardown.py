@@ -10,7 +10,7 @@ import pytest
 
 from backends.registry import Backends
 from core import costs
-from core.models import DeploymentInfo, EndpointInfo, ModelRef, ProvisioningState
+from core.models import BlobRef, DeploymentInfo, EndpointInfo, ModelRef, ProvisioningState
 from core.naming import APP_TAG, CREATED_BY_TAG
 from core.settings import Settings
 from scripts import teardown
@@ -569,3 +569,15 @@ def test_endpoint_takes_several_names_at_once(
     assert code == 0
     assert [e["name"] for e in inv["endpoints"]] == ["phi3-ft-endpoint"]
     assert [e["name"] for e in inv["not_ours"]] == ["prod-chat"]
+
+
+def test_teardown_wires_the_apps_backends_without_storage(tmp_path: Path) -> None:
+    """The same factory as the app (backends.registry.build); no datasets account is needed."""
+    from localml.training import LocalTraining
+
+    backends = teardown.build_backends(Settings(BACKEND="local", LOCAL_RUN_DIR=str(tmp_path)))
+    assert isinstance(backends.training, LocalTraining)
+    with pytest.raises(RuntimeError, match="teardown uses no datasets storage"):
+        backends.datasets.describe(BlobRef(container="datasets", name="x.jsonl"))
+    with pytest.raises(RuntimeError, match="teardown uses no datasets storage"):
+        backends.turns.current("phi3-ft-endpoint")
