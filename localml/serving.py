@@ -52,7 +52,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -66,7 +65,7 @@ from core import redact
 from core.models import DeploymentInfo, DeploymentSpec, EndpointInfo, ProvisioningState, ScoreResult
 from core.redact import shorten
 from core.scoring import Scorer, post_score
-from localml import procs
+from localml import procs, state_files
 from localml.endpoint_front import ENDPOINT_FILE, FRONT_RECORD_FILE, KEY_FILE
 from localml.paths import RunPaths
 from localml.scoring_server import (
@@ -174,7 +173,7 @@ def _prepare_promptflow_home(home: Path) -> None:
     except (FileNotFoundError, ValueError):
         check = {}
     check["last_check_time"] = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")
-    _write_atomic(check_path, json.dumps(check).encode())
+    state_files.write_atomic(check_path, json.dumps(check).encode())
 
     config_path = home / PF_CONFIG_FILE
     try:
@@ -197,7 +196,7 @@ def _prepare_promptflow_home(home: Path) -> None:
         text = yaml.safe_dump(config, default_flow_style=False)
     else:
         text = "telemetry:\n  enabled: false\ntrace:\n  destination: none\n"
-    _write_atomic(config_path, text.encode())
+    state_files.write_atomic(config_path, text.encode())
 
 
 def _bound_promptflow_home() -> Path | None:
@@ -212,36 +211,6 @@ def _bound_promptflow_home() -> Path | None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write `path` so a reader (or a process killed -9 mid-write) sees the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_json(path: Path, data: Record) -> None:
-    _write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _read_json(path: Path) -> Record | None:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return data
 
 
 def _log_tail(path: Path, offset: int) -> str:
@@ -321,7 +290,7 @@ def _stop(targets: list[tuple[int, int | None]]) -> None:
 
 def _recorded_state(endpoint_cfg: Record, record_path: Path) -> ProvisioningState:
     """A front's or scoring server's provisioning state from its records alone (no restart)."""
-    rec = _read_json(record_path) or {}
+    rec = state_files.read_json(record_path) or {}
     if endpoint_cfg.get("deleting") or rec.get("deleting"):
         return ProvisioningState.DELETING
     if rec.get("failed"):
@@ -464,10 +433,10 @@ class LocalServing:
     def _ports_in_use(self) -> set[int]:
         ports: set[int] = set()
         for ep in self._endpoint_names():
-            cfg = _read_json(self._endpoint_dir(ep) / ENDPOINT_FILE) or {}
+            cfg = state_files.read_json(self._endpoint_dir(ep) / ENDPOINT_FILE) or {}
             ports.add(int(cfg.get("port", 0)))
             for dep in self._deployment_names(ep):
-                dcfg = _read_json(self._deployment_dir(ep, dep) / DEPLOYMENT_FILE) or {}
+                dcfg = state_files.read_json(self._deployment_dir(ep, dep) / DEPLOYMENT_FILE) or {}
                 ports.add(int(dcfg.get("port", 0)))
         return ports
 
@@ -510,11 +479,11 @@ class LocalServing:
 
     def _mark_healthy(self, record_path: Path, pid: int) -> None:
         with self._locked():
-            rec = _read_json(record_path)
+            rec = state_files.read_json(record_path)
             if rec is None or rec.get("pid") != pid or (rec.get("provisioned") and not rec.get("attempts")):
                 return
             rec.update(provisioned=True, attempts=0, ready_at=_now())
-            _write_json(record_path, rec)
+            state_files.write_json(record_path, rec)
 
     # ------------------------------------------------------------------ endpoint front
 
@@ -522,7 +491,7 @@ class LocalServing:
         """Start the front if it is not running (first start, crash, stop_all). Lock held."""
         directory = self._endpoint_dir(endpoint)
         record_path = directory / FRONT_RECORD_FILE
-        rec = _read_json(record_path) or {}
+        rec = state_files.read_json(record_path) or {}
         if rec.get("failed") or _alive(rec.get("pid"), rec.get("start_time")):
             return rec
         attempts = int(rec.get("attempts", 0))
@@ -560,7 +529,7 @@ class LocalServing:
         config rewritten, if its own was taken), `attempts` counted, `provisioned` kept."""
         if not _port_free(int(config["port"])):
             config["port"] = _free_port(self._ports_in_use())
-            _write_json(config_path, config)
+            state_files.write_json(config_path, config)
             if on_port_move is not None:
                 on_port_move()
             log.warning("%s moves to port %d (its port was taken)", what, config["port"])
@@ -571,17 +540,17 @@ class LocalServing:
             "provisioned": bool(rec.get("provisioned")),
             "port": int(config["port"]),
         }
-        _write_json(record_path, rec)
+        state_files.write_json(record_path, rec)
         return rec
 
     def _retry_failed_front_locked(self, endpoint: str) -> None:
         """Forget a front's failure so the next reconcile starts it again (re-provisioning)."""
         record_path = self._endpoint_dir(endpoint) / FRONT_RECORD_FILE
-        rec = _read_json(record_path)
+        rec = state_files.read_json(record_path)
         if rec and rec.get("failed"):
             rec.pop("failed")
             rec.update(attempts=0, stopped=True)
-            _write_json(record_path, rec)
+            state_files.write_json(record_path, rec)
 
     def _fail_locked(self, record_path: Path, rec: Record, log_path: Path, what: str) -> Record:
         code = _exit_code(rec.get("pid"), rec.get("start_time"))
@@ -592,7 +561,7 @@ class LocalServing:
             "error": f"{what} exited" + (f" with code {code}" if code is not None else ""),
             "log_tail": tail,
         }
-        _write_json(record_path, rec)
+        state_files.write_json(record_path, rec)
         log.warning("%s failed (%s); log tail:\n%s", what, record_path.parent, tail[-500:])
         return rec
 
@@ -600,7 +569,7 @@ class LocalServing:
         _check_name("endpoint", name)
         directory = self._endpoint_dir(name)
         with self._locked():
-            cfg = _read_json(directory / ENDPOINT_FILE)
+            cfg = state_files.read_json(directory / ENDPOINT_FILE)
             if cfg is not None and cfg.get("deleting"):
                 raise ValueError(f"endpoint {name} is being deleted")
             if cfg is None:
@@ -610,7 +579,7 @@ class LocalServing:
                 directory.mkdir(parents=True, exist_ok=True)
                 os.chmod(directory, 0o700)
                 if not (directory / KEY_FILE).is_file():
-                    _write_atomic(directory / KEY_FILE, secrets.token_urlsafe(32).encode())  # 0600
+                    state_files.write_atomic(directory / KEY_FILE, secrets.token_urlsafe(32).encode())  # 0600
                 cfg = {
                     "name": name,
                     "tags": dict(tags),
@@ -619,7 +588,7 @@ class LocalServing:
                     "deployments": {},
                     "created_at": _now(),
                 }
-                _write_json(directory / ENDPOINT_FILE, cfg)
+                state_files.write_json(directory / ENDPOINT_FILE, cfg)
                 log.info("endpoint %s created on 127.0.0.1:%d", name, cfg["port"])
             self._retry_failed_front_locked(name)  # like create_or_update on a Failed endpoint
             self._reconcile_front_locked(name, cfg)
@@ -628,7 +597,7 @@ class LocalServing:
         _check_name("endpoint", name)
         directory = self._endpoint_dir(name)
         with self._locked():
-            cfg = _read_json(directory / ENDPOINT_FILE)
+            cfg = state_files.read_json(directory / ENDPOINT_FILE)
             if cfg is None:
                 return EndpointInfo(name=name, state=ProvisioningState.NOT_FOUND)
             if cfg.get("deleting"):  # nothing is restarted any more; delete_endpoint finishes
@@ -665,7 +634,7 @@ class LocalServing:
         with self._locked():
             for name in self._endpoint_names():
                 directory = self._endpoint_dir(name)
-                cfg = _read_json(directory / ENDPOINT_FILE)
+                cfg = state_files.read_json(directory / ENDPOINT_FILE)
                 if cfg is None:
                     continue
                 found.append(
@@ -679,7 +648,7 @@ class LocalServing:
         _check_name("endpoint", name)
         path = self._endpoint_dir(name) / ENDPOINT_FILE
         with self._locked():
-            cfg = _read_json(path)
+            cfg = state_files.read_json(path)
             if cfg is None:
                 raise ValueError(f"endpoint {name} not found")
             if cfg.get("deleting"):
@@ -687,7 +656,7 @@ class LocalServing:
             merged = {**(cfg.get("tags") or {}), **{str(k): str(v) for k, v in tags.items()}}
             if merged != cfg.get("tags"):
                 cfg["tags"] = merged
-                _write_json(path, cfg)
+                state_files.write_json(path, cfg)
         log.info("tags of endpoint %s updated: %s", name, sorted(tags))
 
     def delete_endpoint(self, name: str) -> None:
@@ -702,13 +671,13 @@ class LocalServing:
         _check_name("endpoint", name)
         directory = self._endpoint_dir(name)
         with self._locked():
-            cfg = _read_json(directory / ENDPOINT_FILE)
+            cfg = state_files.read_json(directory / ENDPOINT_FILE)
             if cfg is None:
                 shutil.rmtree(directory, ignore_errors=True)  # what a crashed create/delete left
                 return
             if not cfg.get("deleting"):
                 cfg["deleting"] = {"at": _now(), "id": secrets.token_hex(8)}
-                _write_json(directory / ENDPOINT_FILE, cfg)
+                state_files.write_json(directory / ENDPOINT_FILE, cfg)
             marker = cfg["deleting"]
             records = [directory / FRONT_RECORD_FILE]
             deployments = directory / "deployments"
@@ -716,12 +685,12 @@ class LocalServing:
                 records += [d / SERVER_RECORD_FILE for d in sorted(deployments.iterdir()) if d.is_dir()]
             targets = []
             for path in records:
-                rec = _read_json(path) or {}
+                rec = state_files.read_json(path) or {}
                 if rec.get("pid"):
                     targets.append((int(rec["pid"]), rec.get("start_time")))
         _stop(targets)
         with self._locked():
-            cfg = _read_json(directory / ENDPOINT_FILE)
+            cfg = state_files.read_json(directory / ENDPOINT_FILE)
             if cfg is not None and cfg.get("deleting") != marker:
                 return  # not ours any more (cannot happen while marked; a new endpoint is kept)
             # endpoint.json first: from then on the endpoint does not exist, whatever a kill -9
@@ -740,28 +709,28 @@ class LocalServing:
         deployments being deleted, and follows a server that moved port. Lock held.
         """
         path = self._endpoint_dir(endpoint) / ENDPOINT_FILE
-        cfg = cfg if cfg is not None else _read_json(path)
+        cfg = cfg if cfg is not None else state_files.read_json(path)
         if cfg is None:
             raise ValueError(f"endpoint {endpoint} not found")
         routes: dict[str, dict[str, int]] = {}
         for dep in self._deployment_names(endpoint):
             directory = self._deployment_dir(endpoint, dep)
-            dcfg = _read_json(directory / DEPLOYMENT_FILE)
-            rec = _read_json(directory / SERVER_RECORD_FILE) or {}
+            dcfg = state_files.read_json(directory / DEPLOYMENT_FILE)
+            rec = state_files.read_json(directory / SERVER_RECORD_FILE) or {}
             if dcfg is not None and not rec.get("deleting"):
                 routes[dep] = {"port": int(dcfg["port"])}
         old_traffic = cfg.get("traffic", {})
         traffic = {d: int(old_traffic.get(d, 0)) for d in routes}
         if routes != cfg.get("deployments") or traffic != old_traffic:
             cfg["deployments"], cfg["traffic"] = routes, traffic
-            _write_json(path, cfg)
+            state_files.write_json(path, cfg)
         return cfg
 
     def _reconcile_server_locked(self, endpoint: str, deployment: str, dcfg: Record) -> Record:
         """Start the scoring server if it should run and does not. Lock held."""
         directory = self._deployment_dir(endpoint, deployment)
         record_path = directory / SERVER_RECORD_FILE
-        rec = _read_json(record_path) or {}
+        rec = state_files.read_json(record_path) or {}
         if rec.get("failed") or rec.get("deleting") or _alive(rec.get("pid"), rec.get("start_time")):
             return rec
         attempts = int(rec.get("attempts", 0))
@@ -796,14 +765,14 @@ class LocalServing:
         _check_name("deployment", deployment)
         directory = self._deployment_dir(endpoint, deployment)
         with self._locked():
-            cfg = _read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
+            cfg = state_files.read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
             if cfg is None:
                 raise ValueError(f"endpoint {endpoint} not found; create it before its deployments")
             if cfg.get("deleting"):
                 raise ValueError(f"endpoint {endpoint} is being deleted")
-            dcfg = _read_json(directory / DEPLOYMENT_FILE)
+            dcfg = state_files.read_json(directory / DEPLOYMENT_FILE)
             if dcfg is not None:
-                if (_read_json(directory / SERVER_RECORD_FILE) or {}).get("deleting"):
+                if (state_files.read_json(directory / SERVER_RECORD_FILE) or {}).get("deleting"):
                     raise ValueError(f"deployment {endpoint}/{deployment} is being deleted")
             else:
                 dcfg = {
@@ -817,7 +786,7 @@ class LocalServing:
                     "tags": dict(spec.tags),
                     "created_at": _now(),
                 }
-                _write_json(directory / DEPLOYMENT_FILE, dcfg)
+                state_files.write_json(directory / DEPLOYMENT_FILE, dcfg)
                 log.info("deployment %s/%s created on 127.0.0.1:%d", endpoint, deployment, dcfg["port"])
             self._sync_routes_locked(endpoint, cfg)  # registers it with 0 % traffic
             self._reconcile_server_locked(endpoint, deployment, dcfg)
@@ -827,13 +796,15 @@ class LocalServing:
         _check_name("deployment", deployment)
         directory = self._deployment_dir(endpoint, deployment)
         with self._locked():
-            cfg = _read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
+            cfg = state_files.read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
             if cfg is None:
                 return ProvisioningState.NOT_FOUND
-            dcfg = _read_json(directory / DEPLOYMENT_FILE)
+            dcfg = state_files.read_json(directory / DEPLOYMENT_FILE)
             if dcfg is None:
                 return ProvisioningState.NOT_FOUND
-            if cfg.get("deleting") or (_read_json(directory / SERVER_RECORD_FILE) or {}).get("deleting"):
+            if cfg.get("deleting") or (state_files.read_json(directory / SERVER_RECORD_FILE) or {}).get(
+                "deleting"
+            ):
                 return ProvisioningState.DELETING
             rec = self._reconcile_server_locked(endpoint, deployment, dcfg)
             self._sync_routes_locked(endpoint)
@@ -848,7 +819,7 @@ class LocalServing:
         """Why a Failed deployment failed (exit code and the end of its log), else None. No secrets."""
         _check_name("endpoint", endpoint)
         _check_name("deployment", deployment)
-        rec = _read_json(self._deployment_dir(endpoint, deployment) / SERVER_RECORD_FILE) or {}
+        rec = state_files.read_json(self._deployment_dir(endpoint, deployment) / SERVER_RECORD_FILE) or {}
         failed = rec.get("failed")
         if not failed:
             return None
@@ -859,7 +830,7 @@ class LocalServing:
         emulator, checks the key), or None if there is no such deployment."""
         _check_name("endpoint", endpoint)
         _check_name("deployment", deployment)
-        dcfg = _read_json(self._deployment_dir(endpoint, deployment) / DEPLOYMENT_FILE)
+        dcfg = state_files.read_json(self._deployment_dir(endpoint, deployment) / DEPLOYMENT_FILE)
         return None if dcfg is None else f"http://127.0.0.1:{int(dcfg['port'])}/score"
 
     def list_deployments(self, endpoint: str) -> list[DeploymentInfo]:
@@ -869,12 +840,12 @@ class LocalServing:
         _check_name("endpoint", endpoint)
         found = []
         with self._locked():
-            cfg = _read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
+            cfg = state_files.read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE)
             names = self._deployment_names(endpoint) if cfg is not None else []
             records = {}
             for deployment in names:
                 directory = self._deployment_dir(endpoint, deployment)
-                dcfg = _read_json(directory / DEPLOYMENT_FILE)
+                dcfg = state_files.read_json(directory / DEPLOYMENT_FILE)
                 if dcfg is not None:  # else deleted meanwhile
                     records[deployment] = (dcfg, _recorded_state(cfg or {}, directory / SERVER_RECORD_FILE))
         for deployment, (dcfg, state) in records.items():
@@ -907,7 +878,7 @@ class LocalServing:
                 raise ValueError(f"endpoint {endpoint} has no deployment(s) {', '.join(unknown)}")
             # Like assigning endpoint.traffic in Azure: the map is replaced; unnamed deployments get 0.
             cfg["traffic"] = {d: int(traffic.get(d, 0)) for d in cfg["deployments"]}
-            _write_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE, cfg)
+            state_files.write_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE, cfg)
         log.info("traffic on %s set to %s", endpoint, traffic)
 
     def delete_deployment(self, endpoint: str, deployment: str) -> None:
@@ -918,7 +889,7 @@ class LocalServing:
             if not (self._endpoint_dir(endpoint) / ENDPOINT_FILE).is_file():
                 return
             cfg = self._sync_routes_locked(endpoint)
-            rec = _read_json(directory / SERVER_RECORD_FILE) or {}
+            rec = state_files.read_json(directory / SERVER_RECORD_FILE) or {}
             if not (directory / DEPLOYMENT_FILE).is_file() and not rec:
                 shutil.rmtree(directory, ignore_errors=True)
                 return
@@ -929,7 +900,7 @@ class LocalServing:
                     "move its traffic elsewhere (set_traffic) before deleting it"
                 )
             rec["deleting"] = True  # no more routes to it, no restarts; finished below or on retry
-            _write_json(directory / SERVER_RECORD_FILE, rec)
+            state_files.write_json(directory / SERVER_RECORD_FILE, rec)
             self._sync_routes_locked(endpoint, cfg)
         _terminate(rec.get("pid"), rec.get("start_time"))
         with self._locked():
@@ -948,7 +919,7 @@ class LocalServing:
         """(scoring URI, key), read fresh. The key is registered with core.redact."""
         _check_name("endpoint", endpoint)
         directory = self._endpoint_dir(endpoint)
-        cfg = _read_json(directory / ENDPOINT_FILE)
+        cfg = state_files.read_json(directory / ENDPOINT_FILE)
         if cfg is None:
             raise ValueError(f"endpoint {endpoint} not found")
         key = (directory / KEY_FILE).read_text().strip()
@@ -1149,7 +1120,7 @@ class LocalServing:
         """
         states: dict[str, ProvisioningState] = {}
         for endpoint in self._endpoint_names():
-            if (_read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE) or {}).get("deleting"):
+            if (state_files.read_json(self._endpoint_dir(endpoint) / ENDPOINT_FILE) or {}).get("deleting"):
                 self.delete_endpoint(endpoint)  # a delete that was interrupted: finish it
                 continue
             with self._locked():
@@ -1167,7 +1138,7 @@ class LocalServing:
             for dep in self._deployment_names(endpoint):
                 records[f"{endpoint}/{dep}"] = self._deployment_dir(endpoint, dep) / SERVER_RECORD_FILE
             for label, path in records.items():
-                rec = _read_json(path) or {}
+                rec = state_files.read_json(path) or {}
                 if _alive(rec.get("pid"), rec.get("start_time")):
                     found[label] = int(rec["pid"])
         return found
@@ -1184,11 +1155,11 @@ class LocalServing:
                 ]
             targets: list[tuple[int, int | None]] = []
             for path in records:
-                rec = _read_json(path)
+                rec = state_files.read_json(path)
                 if rec is None or not rec.get("pid"):
                     continue
                 rec["stopped"] = True  # a stopped process is restarted by reconcile, not counted as a crash
-                _write_json(path, rec)
+                state_files.write_json(path, rec)
                 if _alive(rec["pid"], rec.get("start_time")):
                     targets.append((int(rec["pid"]), rec.get("start_time")))
             _stop(targets)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.models import BlobRef, FineTuneSpec, JobInfo, JobState, LossHistory, MetricPoint, ModelRef
 from core.settings import Settings
-from localml import procs
+from localml import procs, state_files
 from localml.paths import RunPaths
 
 if TYPE_CHECKING:
@@ -120,22 +119,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` to `path` atomically: readers see the old or the new file, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    """A job's state file, None if missing or unreadable (the job then reads as not started)."""
+    return state_files.read_json(path, unreadable_is_missing=True)
 
 
 def read_status(job_dir: Path) -> dict[str, Any] | None:
@@ -146,7 +132,7 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
 def write_status(job_dir: Path, state: JobState, **fields: Any) -> dict[str, Any]:
     """Replace the job's status with `state` (+ `fields`), atomically. Returns what was written."""
     status = {"state": state.value, "updated_at": _now(), **fields}
-    _write_json(job_dir / STATUS_FILE, status)
+    state_files.write_json(job_dir / STATUS_FILE, status)
     return status
 
 
@@ -265,7 +251,7 @@ class LocalTraining:
             self.paths.jobs_dir.mkdir(parents=True, exist_ok=True)
             staging = self.paths.jobs_dir / f".{spec.job_name}.{uuid.uuid4().hex[:8]}.staging"
             staging.mkdir()
-            _write_json(
+            state_files.write_json(
                 staging / SPEC_FILE,
                 {
                     "spec": spec.model_dump(mode="json"),
@@ -308,7 +294,7 @@ class LocalTraining:
                     close_fds=True,
                 )
             _children[proc.pid] = proc
-            _write_json(
+            state_files.write_json(
                 job_dir / PROCESS_FILE,
                 {"pid": proc.pid, "start_time": procs.start_time(proc.pid), "started_at": _now()},
             )
