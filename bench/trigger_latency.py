@@ -70,9 +70,9 @@ def measure(uploads: int) -> dict[str, Any]:
                 http.append(_seen(host.base_url, instance_id(ref)) - t0)
         finally:
             host.stop()
-            from devhost.__main__ import down
+            from devhost.control import stop_everything
 
-            down(argparse.Namespace(run_dir=tmp))
+            stop_everything(Path(tmp))
     return {
         "uploads": uploads,
         "blob_trigger_s": {"p50": statistics.median(blob), "p95": percentile(blob, 0.95), "max": max(blob)},

@@ -7,16 +7,14 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
-from devhost import azure_emulator, azurite
+from devhost import azure_emulator, azurite, control
 from devhost.config import host_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,24 +64,10 @@ def _reconcile_local_serving(run_dir: Path) -> None:
         logging.getLogger("devhost").info("local endpoints: %s", {k: v.value for k, v in states.items()})
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes] | None, timeout_s: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the dev host exited ({proc.returncode}); see {log}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/admin/host/status", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"the dev host did not answer on port {port} within {timeout_s} s; see {log}")
-
-
 def up(args: argparse.Namespace) -> int:
     """Start the host in the background and wait until it answers."""
     run_dir = _run_dir(args)
-    pid = _host_pid(run_dir)
+    pid = control.host_pid(run_dir)
     if pid is not None:
         print(f"dev host already running (pid {pid[0]}) on http://127.0.0.1:{pid[1]}")
         return 0
@@ -94,7 +78,7 @@ def up(args: argparse.Namespace) -> int:
         cmd.append("--azure")
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    wait_ready(args.port, proc, 60, log)
+    control.wait_ready(args.port, proc, 60, log)
     print(f"dev host running (pid {proc.pid}): http://127.0.0.1:{args.port}  log: {log}")
     print("  upload a dataset (starts a run):  .venv/bin/python -m devhost upload data/sample/chats.jsonl")
     body = '{"dataset": "datasets/<blob>.jsonl"}'
@@ -103,49 +87,10 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _host_pid(run_dir: Path) -> tuple[int, int] | None:
-    pid_file = run_dir / "devhost.pid"
-    if not pid_file.exists():
-        return None
-    pid, _, port = pid_file.read_text().partition(":")
-    return (int(pid), int(port)) if azurite.alive(int(pid)) else None
-
-
-def stop_process(pid: int, grace_s: float = 20.0) -> None:
-    """SIGTERM, and SIGKILL if it has not exited after `grace_s` (the engine's state is committed
-    transaction by transaction, so a kill loses nothing)."""
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while azurite.alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if azurite.alive(pid):
-        os.kill(pid, signal.SIGKILL)
-
-
 def down(args: argparse.Namespace) -> int:
-    """Stop everything `up`/`demo` started: host, local endpoints, training jobs, Azurite."""
-    run_dir = _run_dir(args)
-    stopped = []
-    pid = _host_pid(run_dir)
-    if pid is not None:
-        stop_process(pid[0])
-        stopped.append("host")
-    (run_dir / "devhost.pid").unlink(missing_ok=True)
-    try:
-        from core.settings import Settings
-        from localml.serving import LocalServing
-        from localml.training import LocalTraining
-
-        settings = Settings(BACKEND="local", LOCAL_RUN_DIR=str(run_dir))
-        LocalServing(settings).stop_all()
-        LocalTraining(settings).stop_all()
-        stopped.append("local endpoints and jobs")
-    except ImportError:
-        pass
-    if azure_emulator.stop(run_dir):
-        stopped.append("Azure ML emulator")
-    if azurite.stop(run_dir / "azurite"):
-        stopped.append("azurite")
+    """Stop everything `up`/`demo` started: host, local endpoints, training jobs, Azure ML
+    emulator, Azurite."""
+    stopped = control.stop_everything(_run_dir(args))
     print("stopped: " + (", ".join(stopped) or "nothing was running"))
     return 0
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from devhost import azure_emulator, azurite
+from devhost import azure_emulator, azurite, control
 from devhost.config import host_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +145,6 @@ def fetch_report(connection_string: str, summary: dict[str, Any], run_dir: Path)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from devhost.__main__ import down, stop_process, wait_ready
     from localml.paths import RunPaths
 
     t0 = time.monotonic()
@@ -172,7 +171,7 @@ def run_demo(args: argparse.Namespace) -> int:
             cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        wait_ready(args.port, host, 90, log)
+        control.wait_ready(args.port, host, 90, log)
         say(f"demo: Azurite on :{store.port}, dev host on {base_url} ({time.monotonic() - t0:.1f}s)")
 
         os.environ.update(env)
@@ -222,5 +221,5 @@ def run_demo(args: argparse.Namespace) -> int:
         return 0
     finally:
         if host.poll() is None:
-            stop_process(host.pid)
-        down(args)
+            control.stop_process(host.pid)
+        say("stopped: " + (", ".join(control.stop_everything(run_dir)) or "nothing was running"))

@@ -6,7 +6,6 @@ test_e2e_azure_path.py with `--azure`).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -80,7 +79,7 @@ class DevHostProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout_s: float = 90) -> None:
-        from devhost.__main__ import wait_ready
+        from devhost.control import wait_ready
 
         cmd = [sys.executable, "-m", "devhost", "serve", *self.args, "--run-dir", str(self.run_dir),
                "--port", str(self.port), "--azurite-port", str(self.azurite_port)]  # fmt: skip
@@ -90,7 +89,7 @@ class DevHostProcess:
 
     def stop(self) -> None:
         """Stop the host, then everything it started (local endpoints, jobs, Azurite)."""
-        from devhost.__main__ import down
+        from devhost.control import stop_everything
 
         try:
             if self.proc is not None and self.proc.poll() is None:
@@ -101,7 +100,7 @@ class DevHostProcess:
                     self.proc.kill()
                     self.proc.wait(10)
         finally:
-            down(argparse.Namespace(run_dir=str(self.run_dir)))
+            stop_everything(self.run_dir)
 
     def kill9(self) -> None:
         assert self.proc is not None
