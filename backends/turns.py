@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobClient, BlobServiceClient
 
 from core.turns import Turn, TurnAnswer, give_back, take
 
@@ -29,7 +29,7 @@ class BlobTurnStore:
         self.service = service
         self.container = container
 
-    def _blob(self, endpoint: str):  # type: ignore[no-untyped-def]
+    def _blob(self, endpoint: str) -> BlobClient:
         return self.service.get_blob_client(self.container, f"{PREFIX}{endpoint}.json")
 
     def _read(self, endpoint: str) -> tuple[Turn | None, str | None]:

@@ -105,7 +105,7 @@ def shorten(text: str, limit: int, *, hide_queries: bool = False, keep_end: bool
     (for messages that travel into history): its head, or with `keep_end` its head and its end
     (for messages whose cause comes last)."""
     if hide_queries:
-        text = _URL_QUERY.sub(r"\1?***", text)
+        text = hide_url_queries(text)
     text = scrub(text)
     if len(text) <= limit:
         return text

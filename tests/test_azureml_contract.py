@@ -617,24 +617,11 @@ def test_loss_history_transient_fault_propagates_scrubbed(
         aml_backend.loss_history(JOB)
 
     assert "metrics/get-history" in str(raised.value)
+    assert "503" in str(raised.value), "the cause survives the cut (mlflow's message ends with it)"
     assert raised.value.__cause__ is None and raised.value.__context__ is None
     assert aml_server.emulator is not None
     text = str(raised.value) + repr(raised.value.args)
     assert not [t for t in aml_server.emulator.tokens if t in text], "a bearer token leaked"
-
-
-def test_loss_history_transient_fault_says_why(
-    aml_world: World, aml_backend: AzureMLBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    aml_backend.submit_finetune(spec())
-    complete_job(aml_world, aml_backend)
-    aml_world.inject(Fault(path="/api/2.0/mlflow/metrics/get-history", status=503, times=5))
-
-    with pytest.raises(MlflowException) as raised:
-        aml_backend.loss_history(JOB)
-
-    assert "503" in str(raised.value)
 
 
 def test_loss_history_picks_each_curve_by_its_metric_name_and_sorts_it(
