@@ -1,4 +1,4 @@
-"""The Function App: a DFApp that only registers blueprints (DESIGN §2)."""
+"""The Function App: a DFApp that only registers blueprints."""
 
 import logging
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from core.frozen import Frozen
 
 # Azure ML online endpoint names: 3–32 characters, start with a letter, then letters, digits and
 # '-', not ending with '-' (the service rejects the rest; names are also unique per region).
@@ -22,10 +24,6 @@ ENDPOINT_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$")
 # registration, which `JOB_OVERHEAD_HOURS` approximates.
 TRAIN_TOKENS_PER_SECOND = 2000.0
 JOB_OVERHEAD_HOURS = 0.25
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class PreflightCheck(Frozen):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from core.models import Frozen
+from core.frozen import Frozen
 
 
 class Turn(Frozen):

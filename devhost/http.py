@@ -29,7 +29,7 @@ RPC = "/durabletask"
 
 
 def client_binding(base_url: str, task_hub: str) -> str:
-    """The `durableClient` binding JSON the host passes to starters (DESIGN §4)."""
+    """The `durableClient` binding JSON the host passes to starters."""
     hook = f"{base_url}{WEBHOOK}"
     q = f"taskHub={task_hub}&connection=Storage"
     instance = f"{hook}/instances/INSTANCEID"

@@ -1,4 +1,4 @@
-"""The fine-tune orchestration: pure, deterministic control flow (DESIGN §1).
+"""The fine-tune orchestration: pure, deterministic control flow.
 
 validate → preflight → submit → monitor (durable timers, backoff, deadline; continue-as-new
 keeps history bounded) → register → endpoint → new deployment at 0 % → smoke test → evaluation

@@ -1,7 +1,7 @@
 """Replay harness: drives the real azure-functions-durable orchestrator handler with history JSON.
 
 Two levels:
-- `History` builds the history JSON an out-of-process host sends (event shapes per DESIGN §4),
+- `History` builds the history JSON an out-of-process host sends,
   for hand-written single-episode tests.
 - `Replayer` plays the host (Durable Task Framework) for a whole run: it calls the registered
   orchestrator with the history, turns the returned actions into TaskScheduled/TimerCreated
@@ -21,13 +21,13 @@ from typing import Any
 
 import azure.functions as func
 
-# EventType / ActionType ints (DESIGN §4).
+# EventType / ActionType ints.
 ORCHESTRATOR_STARTED, EXECUTION_STARTED, ORCHESTRATOR_COMPLETED = 12, 0, 13
 EXECUTION_COMPLETED, EXECUTION_FAILED = 1, 2
 TASK_SCHEDULED, TASK_COMPLETED, TASK_FAILED = 4, 5, 6
 TIMER_CREATED, TIMER_FIRED, EVENT_RAISED, CONTINUE_AS_NEW = 10, 11, 15, 16
 CALL_ACTIVITY, CALL_ACTIVITY_WITH_RETRY, A_CONTINUE_AS_NEW, CREATE_TIMER, WAIT_FOR_EVENT = 0, 1, 4, 5, 6
-WHEN_ALL, WHEN_ANY = 12, 11  # ActionType.WHEN_ANY is 11 (DESIGN §4 says 13: it is not)
+WHEN_ALL, WHEN_ANY = 12, 11  # ActionType.WHEN_ANY is 11 (not 13, as some write-ups say)
 
 T0 = datetime(2026, 11, 1, 8, 0, 0, tzinfo=UTC)
 
