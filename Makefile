@@ -1,5 +1,5 @@
 # The two commands a new user needs (README.md): `make demo` and `make test`.
-.PHONY: setup demo demo-azure up down test lint clean
+.PHONY: setup demo demo-azure up down check test lint clean
 
 setup:
 	scripts/setup.sh full
@@ -20,11 +20,19 @@ up: setup
 down:
 	.venv/bin/python -m devhost down
 
-# Lint + the whole offline test suite (replay, triggers, backends, validation, dev host, end to end),
-# test files spread over 2 workers (pytest-xdist; a file's tests stay on one worker, in order).
-test: setup
+# The static checks, each failing the target: lint and format; the layer contracts of
+# [tool.importlinter] (pyproject.toml); types ([tool.mypy]) in the packages that carry the
+# pipeline's logic; no unaudited secret in any tracked file (scripts/check_secrets.sh).
+check: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports --no-logo --cache-dir .tools/cache/import-linter
+	.venv/bin/mypy core orchestrators activities backends storage
+	scripts/check_secrets.sh
+
+# The static checks + the whole offline test suite (replay, triggers, backends, validation, dev host,
+# end to end), test files spread over 2 workers (pytest-xdist; a file's tests stay on one worker, in order).
+test: check
 	.venv/bin/python -m pytest -n 2 --dist loadfile
 
 lint: setup

@@ -1,18 +1,13 @@
 """Activity functions: one small function per step, each calling a backend. Importing this
-package registers them all on `bp`."""
+package imports every module in it, which registers its activities on `bp` (a new module needs
+no list to be added to)."""
 
-from activities import (  # noqa: F401  (registers on bp)
-    connection,
-    cost_guard,
-    dataset,
-    evaluation,
-    notify,
-    preflight,
-    reporting,
-    serving,
-    training,
-    turns,
-)
-from activities.blueprint import bp
+import importlib
+import pkgutil
+
+from activities.wrapper import bp
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["bp"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from activities.blueprint import Payload, activity
+from activities.wrapper import activity
 from backends.registry import current
+from core.contracts import UpdateConnection
 
 
 @activity
-def update_connection(payload: Payload) -> str:
+def update_connection(inp: UpdateConnection) -> str:
     """Returns the scoring URI written; the key stays inside the backend call."""
-    return current().connections.publish_connection(payload["name"], payload["endpoint"])
+    return current().connections.publish_connection(inp.name, inp.endpoint)

@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from activities.blueprint import Payload, activity
-from backends.base import DatasetStore
-from backends.blob_store import BlobChangedError
+from activities.wrapper import activity
+from backends.base import BlobChangedError, DatasetStore
 from backends.registry import current
+from core.contracts import ValidateDataset
 from core.models import BlobRef, DatasetOutcome, RunConfig, ValidationIssue, ValidationReport
 from core.naming import split_blobs
 from core.splitting import split_file, validation_count
@@ -83,11 +83,8 @@ def _check_pair(
 
 
 @activity
-def validate_dataset(payload: Payload) -> dict[str, Any]:
-    run_id: str = payload["instance_id"]
-    cfg = RunConfig.model_validate(payload["config"])
-    dataset = BlobRef.model_validate(payload["dataset"])
-    given = BlobRef.model_validate(payload["validation"]) if payload.get("validation") else None
+def validate_dataset(inp: ValidateDataset) -> DatasetOutcome:
+    run_id, cfg, dataset, given = inp.instance_id, inp.config, inp.dataset, inp.validation
     store = current().datasets
 
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
@@ -98,37 +95,35 @@ def validate_dataset(payload: Payload) -> dict[str, Any]:
         else:
             reports = _check_pair(store, dataset, given, work, cfg)
         if not all(r.ok for r in reports):
-            return DatasetOutcome(ok=False, reports=reports).model_dump(mode="json")
+            return DatasetOutcome(ok=False, reports=reports)
 
         if given is not None:
             # Snapshot what was validated next to the dataset, as for a split: the job trains and
             # the evaluation gate scores exactly these bytes, even if the user re-uploads either
             # file while the run goes on.
             snapshot = {}
-            if not payload.get("dry_run"):
+            if not inp.dry_run:
                 train_ref, val_ref = split_blobs(dataset, run_id)
                 snapshot = {
                     "train": store.upload(work / "dataset.jsonl", train_ref),
                     "validation": store.upload(work / "validation.jsonl", val_ref),
                 }
-            outcome = DatasetOutcome(
+            return DatasetOutcome(
                 ok=True,
                 reports=reports,
                 train_examples=reports[0].examples,
                 validation_examples=reports[1].examples,
                 **snapshot,
             )
-            return outcome.model_dump(mode="json")
 
-        if payload.get("dry_run"):  # a plan needs the counts, not the files: write nothing
+        if inp.dry_run:  # a plan needs the counts, not the files: write nothing
             n_val = validation_count(reports[0].examples, cfg.validation_fraction)
-            outcome = DatasetOutcome(
+            return DatasetOutcome(
                 ok=True,
                 reports=reports,
                 train_examples=reports[0].examples - n_val,
                 validation_examples=n_val,
             )
-            return outcome.model_dump(mode="json")
 
         train_path, val_path = work / "train.jsonl", work / "validation.jsonl"
         n_train, n_val = split_file(
@@ -139,7 +134,7 @@ def validate_dataset(payload: Payload) -> dict[str, Any]:
             seed=cfg.split_seed,
         )
         train_ref, val_ref = split_blobs(dataset, run_id)
-        outcome = DatasetOutcome(
+        return DatasetOutcome(
             ok=True,
             reports=reports,
             train=store.upload(train_path, train_ref),
@@ -147,4 +142,3 @@ def validate_dataset(payload: Payload) -> dict[str, Any]:
             train_examples=n_train,
             validation_examples=n_val,
         )
-        return outcome.model_dump(mode="json")

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from activities.blueprint import Payload, activity
+from activities.wrapper import activity
 from backends.registry import current
+from core.contracts import EvaluateBatch, TagModel
 from core.evaluation import load_sample, score, shorten
-from core.models import BlobRef, ExampleScore, ModelRef, ScoreResult
+from core.models import ExampleScore, ScoreResult
 from core.payload import chat_payload
 from core.scoring import Scorer
 from core.settings import EVAL_BUSY_BACKOFF_S, get_settings
@@ -44,26 +45,25 @@ def _ask(scorer: Scorer, deployment: str, payload: dict[str, Any], attempts: int
 
 
 @activity
-def evaluate_batch(payload: Payload) -> list[dict[str, Any]]:
+def evaluate_batch(inp: EvaluateBatch) -> list[ExampleScore]:
     """Ask `deployment` (pinned by header, whatever its traffic) the prompts of batch number
     `batch` of the seeded sample, with the Prompt flow tool's payload; score each answer against
     the reference. A busy answer (408/429/503) is retried with backoff; a call that still fails,
     times out or cannot connect scores 0 and is counted as failed (the gate rejects a new
     deployment with too many of those)."""
-    validation = BlobRef.model_validate(payload["validation"])
-    size, batch = int(payload["batch_size"]), int(payload["batch"])
+    size, batch = inp.batch_size, inp.batch
     with tempfile.TemporaryDirectory(prefix="eval-") as tmp:
         path = Path(tmp) / "validation.jsonl"
-        current().datasets.download(validation, path)
-        sample = load_sample(path, int(payload["sample_size"]), int(payload["seed"]))
+        current().datasets.download(inp.validation, path)
+        sample = load_sample(path, inp.sample_size, inp.seed)
     settings = get_settings()
     # The endpoint's key and scoring URI are read once for the whole batch. The batch's worst case
     # (every call timing out on every attempt) fits the host's functionTimeout: Settings checks it.
-    scorer = current().serving.scorer(payload["endpoint"], timeout_s=settings.EVAL_SCORE_TIMEOUT_S)
+    scorer = current().serving.scorer(inp.endpoint, timeout_s=settings.EVAL_SCORE_TIMEOUT_S)
     scores = []
     for example in sample[batch * size : (batch + 1) * size]:
         messages = chat_payload(example.messages)
-        result = _ask(scorer, payload["deployment"], messages, settings.EVAL_SCORE_ATTEMPTS)
+        result = _ask(scorer, inp.deployment, messages, settings.EVAL_SCORE_ATTEMPTS)
         answer = result.output or ""
         combined, rouge_l, token_f1 = score(answer, example.reference) if result.ok else (0.0, 0.0, 0.0)
         last_user = next((m["content"] for m in reversed(example.messages) if m["role"] == "user"), "")
@@ -78,13 +78,12 @@ def evaluate_batch(payload: Payload) -> list[dict[str, Any]]:
                 prompt=shorten(last_user),
                 reference=shorten(example.reference),
                 answer=shorten(answer),
-            ).model_dump(mode="json")
+            )
         )
     return scores
 
 
 @activity
-def tag_model(payload: Payload) -> None:
+def tag_model(inp: TagModel) -> None:
     """Record the evaluation scores on the registered model version."""
-    model = ModelRef.model_validate(payload["model"])
-    current().training.set_model_tags(model, {str(k): str(v) for k, v in payload["tags"].items()})
+    current().training.set_model_tags(inp.model, dict(inp.tags))

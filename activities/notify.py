@@ -8,9 +8,9 @@ retries is returned as data (and logged), never raised: a webhook must not chang
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from activities.blueprint import Payload, activity
+from activities.wrapper import activity
+from core.contracts import Notify
 from core.models import Delivery
 from core.notify import cloud_event, deliver, event_type_for
 from core.settings import get_settings
@@ -22,11 +22,9 @@ UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 
 
 @activity
-def notify(payload: Payload) -> dict[str, Any]:
+def notify(inp: Notify) -> Delivery:
     settings = get_settings()
-    event = cloud_event(
-        event_type_for(payload["outcome"]), payload["subject"], payload["data"], time=payload["time"]
-    )
+    event = cloud_event(event_type_for(inp.outcome), inp.subject, inp.data, time=inp.time)
     url, secret = settings.NOTIFY_WEBHOOK_URL, settings.NOTIFY_WEBHOOK_SECRET
     # A Key Vault reference the platform could not resolve reaches the app as its own text.
     unresolved = [
@@ -57,4 +55,4 @@ def notify(payload: Payload) -> dict[str, Any]:
             delivery.attempts,
             delivery.error,
         )
-    return delivery.model_dump(mode="json")
+    return delivery

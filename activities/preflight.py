@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from activities.blueprint import Payload, activity
-from backends.blob_store import BlobStoreError
+from activities.wrapper import activity
+from backends.base import BlobStoreError
 from backends.registry import current
-from core.models import BlobRef, RunConfig
-from core.preflight import PreflightCheck
+from core.contracts import Preflight
+from core.models import BlobRef
+from core.preflight import PreflightCheck, PreflightReport
 
 
 def _readable(blob: BlobRef) -> PreflightCheck:
@@ -27,10 +26,7 @@ def _readable(blob: BlobRef) -> PreflightCheck:
 
 
 @activity
-def preflight(payload: Payload) -> dict[str, Any]:
-    config = RunConfig.model_validate(payload["config"])
-    report = current().preflight.preflight(config)
-    blobs = [BlobRef.model_validate(payload["dataset"])]
-    if payload.get("validation"):
-        blobs.append(BlobRef.model_validate(payload["validation"]))
-    return report.plus(*(_readable(b) for b in blobs)).model_dump(mode="json")
+def preflight(inp: Preflight) -> PreflightReport:
+    report = current().preflight.preflight(inp.config)
+    blobs = [inp.dataset] + ([inp.validation] if inp.validation else [])
+    return report.plus(*(_readable(b) for b in blobs))

@@ -7,9 +7,10 @@ import logging
 import tempfile
 from pathlib import Path
 
-from activities.blueprint import Payload, activity
+from activities.wrapper import activity
 from backends.registry import current
-from core.models import BlobRef, ExampleScore, LossHistory, RunConfig, RunSummary
+from core.contracts import WriteReport
+from core.models import BlobRef, LossHistory
 from core.naming import report_prefix
 from core.redact import scrub
 from core.report import write_report as render
@@ -18,15 +19,10 @@ log = logging.getLogger("activities.reporting")
 
 
 @activity
-def write_report(payload: Payload) -> str:
+def write_report(inp: WriteReport) -> str:
     """Render and upload the report; return its folder as `container/path/`. The loss curve comes
     from the job's MLflow metrics (none for a run whose job never started)."""
-    summary = RunSummary.model_validate(payload["summary"])
-    config = RunConfig.model_validate(payload["config"]) if payload.get("config") else None
-    examples = {
-        side: [ExampleScore.model_validate(e) for e in scores]
-        for side, scores in (payload.get("examples") or {}).items()
-    }
+    summary, config, examples = inp.summary, inp.config, inp.examples
     backends = current()
     history = LossHistory()
     if summary.job:

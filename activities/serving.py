@@ -2,59 +2,63 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from activities.blueprint import Payload, activity
+from activities.wrapper import activity
 from backends.registry import current
-from core.models import DeploymentSpec, ProvisioningState, ScoreResult
+from core.contracts import (
+    CreateDeployment,
+    DeleteDeployment,
+    EnsureEndpoint,
+    GetDeploymentState,
+    GetEndpoint,
+    SetTraffic,
+    SmokeTest,
+)
+from core.models import DeploymentSpec, EndpointInfo, ProvisioningState, ScoreResult
 from core.payload import promptflow_payload
 
 
 @activity
-def ensure_endpoint(payload: Payload) -> dict[str, Any]:
+def ensure_endpoint(inp: EnsureEndpoint) -> EndpointInfo:
     """Begin creating the endpoint if it is missing; return its state without waiting."""
     serving = current().serving
-    info = serving.get_endpoint(payload["name"])
+    info = serving.get_endpoint(inp.name)
     if info.state is ProvisioningState.NOT_FOUND:
-        serving.begin_create_endpoint(payload["name"], dict(payload["tags"]))
-        info = serving.get_endpoint(payload["name"])
-    return info.model_dump(mode="json")
+        serving.begin_create_endpoint(inp.name, dict(inp.tags))
+        info = serving.get_endpoint(inp.name)
+    return info
 
 
 @activity
-def get_endpoint(payload: Payload) -> dict[str, Any]:
-    return current().serving.get_endpoint(payload["name"]).model_dump(mode="json")
+def get_endpoint(inp: GetEndpoint) -> EndpointInfo:
+    return current().serving.get_endpoint(inp.name)
 
 
 @activity
-def create_deployment(payload: Payload) -> None:
-    current().serving.begin_create_deployment(DeploymentSpec.model_validate(payload))
+def create_deployment(inp: CreateDeployment) -> None:
+    current().serving.begin_create_deployment(DeploymentSpec.model_validate(inp.model_dump()))
 
 
 @activity
-def get_deployment_state(payload: Payload) -> str:
-    return current().serving.get_deployment_state(payload["endpoint"], payload["deployment"]).value
+def get_deployment_state(inp: GetDeploymentState) -> ProvisioningState:
+    return current().serving.get_deployment_state(inp.endpoint, inp.deployment)
 
 
 @activity
-def smoke_test(payload: Payload) -> dict[str, Any]:
+def smoke_test(inp: SmokeTest) -> ScoreResult:
     """Ask the new deployment one question with the Prompt flow tool's exact payload."""
-    result = current().serving.score(
-        payload["endpoint"], payload["deployment"], promptflow_payload(payload["prompt"])
-    )
+    result = current().serving.score(inp.endpoint, inp.deployment, promptflow_payload(inp.prompt))
     if result.ok and not (result.output or "").strip():
         result = ScoreResult(
             ok=False, status_code=result.status_code, error="empty answer", latency_ms=result.latency_ms
         )
-    return result.model_dump(mode="json")
+    return result
 
 
 @activity
-def set_traffic(payload: Payload) -> None:
-    traffic = {str(k): int(v) for k, v in payload["traffic"].items()}
-    current().serving.set_traffic(payload["endpoint"], traffic)
+def set_traffic(inp: SetTraffic) -> None:
+    current().serving.set_traffic(inp.endpoint, dict(inp.traffic))
 
 
 @activity
-def delete_deployment(payload: Payload) -> None:
-    current().serving.delete_deployment(payload["endpoint"], payload["deployment"])
+def delete_deployment(inp: DeleteDeployment) -> None:
+    current().serving.delete_deployment(inp.endpoint, inp.deployment)

@@ -1,8 +1,9 @@
 """The seam between activities and vendors.
 
-Activities call these protocols; `azureml.py` implements them with azure-ai-ml, `local.py` with
-the offline stack. Every method is idempotent where the orchestrator may re-run it after a crash
-or a retry (submit by deterministic job name, create-if-missing, delete-if-present).
+Activities call these protocols; the `azureml` package implements them with azure-ai-ml, `local.py`
+with the offline stack, and storage/ the datasets container. Every method is idempotent where the
+orchestrator may re-run it after a crash or a retry (submit by deterministic job name,
+create-if-missing, delete-if-present).
 
 Secrets never cross this seam upward: `score` and `publish_connection` fetch the endpoint key
 themselves, and nothing returned here carries a key.
@@ -29,6 +30,18 @@ from core.models import (
 from core.preflight import PreflightReport
 from core.scoring import Scorer
 from core.turns import Turn, TurnAnswer
+from storage.errors import BlobChangedError, BlobStoreError
+
+__all__ = [
+    "BlobChangedError",
+    "BlobStoreError",
+    "ConnectionStore",
+    "DatasetStore",
+    "PreflightBackend",
+    "ServingBackend",
+    "TrainingBackend",
+    "TurnStore",
+]
 
 
 @runtime_checkable
@@ -142,7 +155,12 @@ class ConnectionStore(Protocol):
 
 @runtime_checkable
 class DatasetStore(Protocol):
-    """The datasets container (Azure Storage, or Azurite offline)."""
+    """The datasets container (Azure Storage, or Azurite offline).
+
+    Errors: a missing blob or container is FileNotFoundError; a blob that no longer has the etag
+    asked for is `BlobChangedError`; any other storage failure is `BlobStoreError` (both from
+    storage/errors.py, re-exported here). Their messages carry no URL, key or SAS token.
+    """
 
     @property
     def account_url(self) -> str:
@@ -150,15 +168,23 @@ class DatasetStore(Protocol):
         ...
 
     def describe(self, blob: BlobRef) -> BlobRef:
-        """Return `blob` with its current etag and URL; raises FileNotFoundError if missing."""
+        """Return `blob` with its current etag and URL (a URL without its query string).
+
+        Raises FileNotFoundError if the blob or its container is missing, BlobStoreError for any
+        other failure."""
         ...
 
     def download(self, blob: BlobRef, dest: Path) -> None:
-        """Stream the blob version `blob.etag` (if set) to `dest`; raises if it changed."""
+        """Stream the blob version `blob.etag` (if set; quoted or not) to `dest`.
+
+        Raises BlobChangedError if the blob no longer has that etag, FileNotFoundError if it is
+        missing, BlobStoreError for any other failure; `dest` is not left behind on failure."""
         ...
 
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:
-        """Upload `src` to `blob` (overwrite); return it with the new etag."""
+        """Upload `src` to `blob` (overwrite); return it with the new etag and URL.
+
+        Raises FileNotFoundError if the container is missing, BlobStoreError for any other failure."""
         ...
 
 

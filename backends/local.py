@@ -11,5 +11,8 @@ from localml.training import LocalTraining
 
 
 def build(settings: Settings) -> tuple[LocalTraining, LocalServing, LocalPreflight]:
-    """(TrainingBackend, ServingBackend + ConnectionStore, PreflightBackend) over `LOCAL_RUN_DIR`."""
+    """(TrainingBackend, ServingBackend + ConnectionStore, PreflightBackend) over `LOCAL_RUN_DIR`.
+
+    `LocalServing` is the ConnectionStore too (a `localml.connections.PromptflowConnections` whose
+    connections point at its endpoints), so `backends.registry` wires it as both."""
     return LocalTraining(settings), LocalServing(settings), LocalPreflight(settings)

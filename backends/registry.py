@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from backends.base import (
     ConnectionStore,
@@ -76,28 +75,31 @@ def build(settings: Settings, *, storage: str | None = None) -> Backends:
     datasets: DatasetStore
     turns: TurnStore
     if storage is None:
-        from backends.blob_store import BlobDatasetStore
         from backends.turns import BlobTurnStore
+        from storage.blob_store import BlobDatasetStore
 
         store = BlobDatasetStore.from_settings(settings)
         datasets, turns = store, BlobTurnStore(store.service, settings.DATASETS_CONTAINER)
     else:
         datasets = turns = _NoStorage(storage)
     training: TrainingBackend
-    serving: Any
+    serving: ServingBackend
+    connections: ConnectionStore
     preflight: PreflightBackend
     if settings.BACKEND == "azureml":
         from backends import azureml
 
-        training = serving = preflight = azureml.build(settings)
+        aml = azureml.build(settings)  # one workspace shared by the four concerns
+        training, serving, connections, preflight = aml.training, aml.serving, aml.connections, aml.checks
     else:
         from backends import local
 
-        training, serving, preflight = local.build(settings)
+        training, local_serving, preflight = local.build(settings)
+        serving = connections = local_serving
     return Backends(
         training=training,
         serving=serving,
-        connections=serving,
+        connections=connections,
         datasets=datasets,
         preflight=preflight,
         turns=turns,

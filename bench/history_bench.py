@@ -53,7 +53,7 @@ def _app() -> tuple[Any, dict[str, Any]]:
     import json
 
     import function_app
-    from core.names import ORCHESTRATOR
+    from core.contracts import ORCHESTRATOR
     from devhost.functions import app_functions
 
     functions = {f.get_function_name(): f for f in app_functions(function_app.app)}
@@ -67,10 +67,10 @@ def _app() -> tuple[Any, dict[str, Any]]:
 
 def scenario(hours: float, handler: Any, activities: dict[str, Any]) -> dict[str, Any]:
     from backends import registry
+    from core.contracts import ORCHESTRATOR
     from core.models import RunRequest
-    from core.names import ORCHESTRATOR
     from core.settings import Settings
-    from orchestrators.state import RunInput
+    from orchestrators.run_input import RunInput
     from tests.fakes import FakeAzure, ultrachat_lines
     from tests.replay import Replayer
 

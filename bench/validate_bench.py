@@ -95,7 +95,7 @@ BUSY_STRETCH = 1.15
 
 
 def conversation_tokens(messages: object, max_tokens: int = MAX_TOKENS) -> int | None:
-    """The conversation rules of core/validation.py's docstring, as a straightforward loop: the
+    """The conversation rules of core/validation/__init__.py's docstring, as a straightforward loop: the
     estimated tokens of a valid conversation, None for an invalid one.
 
     ``messages`` is a non-empty list of ``{"role", "content"}`` objects; roles are system / user /
@@ -305,13 +305,14 @@ def _run_decode_floor(path: Path, max_tokens: int, scratch: Path) -> dict[str, A
     and nothing done with the result."""
     import msgspec
 
-    from core.validation import _STRICT, _ChunkReader
+    from core.validation.reading import ChunkReader
+    from core.validation.schema import STRICT
 
-    decode = _STRICT.decode
+    decode = STRICT.decode
     clock = _Clock()
     rows = decoded = 0
     with open(path, "rb", buffering=0) as f:
-        read = _ChunkReader(f).read
+        read = ChunkReader(f).read
         carry = b""
         while chunk := read():
             first = chunk.find(b"\n")
@@ -786,6 +787,14 @@ def print_size(result: dict[str, Any]) -> None:
     print(fmt_table(headers, rows))
 
 
+def _validator_source_sha256() -> str:
+    """SHA-256 of the validator's sources: each module of core/validation/ by name, name and bytes."""
+    digest = hashlib.sha256()
+    for module in sorted((REPO / "core" / "validation").glob("*.py")):
+        digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    return digest.hexdigest()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.validate_bench", description=__doc__.split("\n")[0]
@@ -861,9 +870,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max_tokens": MAX_TOKENS,
                 "seed": SEED,
                 "generator_version": GENERATOR_VERSION,
-                "validator_source_sha256": hashlib.sha256(
-                    (REPO / "core" / "validation.py").read_bytes()
-                ).hexdigest(),
+                "validator_source_sha256": _validator_source_sha256(),
                 "load_dataset": 'datasets.load_dataset("json", data_files=FILE, split="train", '
                 "cache_dir=<fresh>), offline, progress bars off; checks iterate `for row in ds`",
             },

@@ -35,8 +35,9 @@ def error_of(text: str) -> str:
         return ""
     if isinstance(data, dict):
         for key in ("error", "message"):
-            if isinstance(data.get(key), str):
-                return data[key]
+            value = data.get(key)
+            if isinstance(value, str):
+                return value
     return ""
 
 

@@ -63,8 +63,8 @@ def promptflow_env(run_dir: Path) -> dict[str, str]:
     provider), a Prompt flow home of its own (under the executor's run dir), the emulator's client
     settings, and HTTPS_PROXY = the emulator's CONNECT proxy, because that provider always calls
     https://management.azure.com whatever the cloud (loopback stays direct)."""
+    from localml.connections import promptflow_env as local_promptflow_env
     from localml.paths import RunPaths
-    from localml.serving import promptflow_env as local_promptflow_env
 
     emulator = running(run_dir)
     if emulator is None:

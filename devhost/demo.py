@@ -39,8 +39,8 @@ def say(text: str) -> None:
 def upload_file(connection_string: str, container: str, name: str, src: Path = SAMPLE) -> Any:
     from azure.storage.blob import BlobServiceClient
 
-    from backends.blob_store import BlobDatasetStore
     from core.models import BlobRef
+    from storage.blob_store import BlobDatasetStore
 
     service = BlobServiceClient.from_connection_string(connection_string)
     if not service.get_container_client(container).exists():
@@ -88,8 +88,8 @@ def follow(base_url: str, instance_id: str, started: float, timeout_s: float) ->
 def flow_env(run_dir: Path, *, azure: bool) -> dict[str, str]:
     """What `pf` needs to use the connection runs write: the run dir's local Prompt flow store, or
     (`azure`) the Azure ML emulator's workspace, read as Prompt flow reads it on Azure."""
+    from localml.connections import promptflow_env
     from localml.paths import RunPaths
-    from localml.serving import promptflow_env
 
     extra = azure_emulator.promptflow_env(run_dir) if azure else promptflow_env(RunPaths.at(run_dir))
     return {**os.environ, **extra}
@@ -157,7 +157,7 @@ def run_demo(args: argparse.Namespace) -> int:
         emulator = azure_emulator.ensure(run_dir, env, env["DATASETS_CONTAINER"])
         say(f"demo: Azure ML emulator on {emulator.url} (the app runs with BACKEND=azureml)")
     else:
-        from localml.serving import promptflow_env
+        from localml.connections import promptflow_env
 
         env.update(promptflow_env(paths))
     base_url = f"http://127.0.0.1:{args.port}"

@@ -17,8 +17,9 @@ taking a `core.models.ModelRef` and returning `generate(messages, temperature, m
 The default wraps `localml.training.load_model` / `generate`; `load_echo` (tests, demos without
 a trained model) answers with the last user message. Heavy imports happen only inside loaders.
 
-This module is stdlib-only at import time; `localml.endpoint_front` and `localml.serving` share
-its small process helpers (JSON responses, the port-in-use marker, the orphan watchdog).
+This module is stdlib-only at import time; `localml.endpoint_front` and
+`localml.serving_processes` share its small process helpers (JSON responses, the port-in-use
+marker, the orphan watchdog).
 """
 
 from __future__ import annotations

@@ -1,15 +1,37 @@
 """The offline stack's state files (job status, endpoint and deployment records): JSON objects
 written atomically, so a reader, or a process killed -9 mid-write, sees the old file or the new
-one, never a torn one."""
+one, never a torn one; `locked` serialises a read-modify-write across threads and processes, and
+`now` is the timestamp they record."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+
+def now() -> str:
+    """The current UTC time as recorded in state files (ISO 8601, milliseconds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on the file `path` (created 0600, with its folder), across
+    threads and processes: an flock on a descriptor of its own. Not reentrant."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_atomic(path: Path, data: bytes) -> None:

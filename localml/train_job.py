@@ -54,10 +54,10 @@ import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import get_scheduler  # noqa: E402
 
-from backends.blob_store import BlobDatasetStore, split_blob_url  # noqa: E402
 from core.models import BlobRef, FineTuneSpec, JobState  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from localml.paths import RunPaths  # noqa: E402
+from localml.state_files import locked  # noqa: E402
 from localml.tiny_phi3 import (  # noqa: E402
     LORA_TARGET_MODULES,
     TRAINED_IN_FULL,
@@ -67,7 +67,9 @@ from localml.tiny_phi3 import (  # noqa: E402
     encode_conversations,
 )
 from localml.tokenizer import build_tokenizer, conversation_texts  # noqa: E402
-from localml.training import JOB_TAG, SPEC_FILE, _locked, read_status, write_status  # noqa: E402
+from localml.training import JOB_TAG, SPEC_FILE, read_status, write_status  # noqa: E402
+from storage.blob_store import BlobDatasetStore  # noqa: E402
+from storage.blob_urls import split_blob_url  # noqa: E402
 
 TORCH_THREADS = 1
 LORA_R = 16
@@ -166,7 +168,7 @@ def _experiment_id(paths: RunPaths, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     paths.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(paths.mlflow_dir / ".init.lock"):
+    with locked(paths.mlflow_dir / ".init.lock"):
         mlflow.set_tracking_uri(paths.mlflow_uri)
         mlflow.set_registry_uri(paths.mlflow_uri)
         client = mlflow.MlflowClient()

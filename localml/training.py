@@ -13,8 +13,9 @@ One folder per job under `RunPaths.jobs_dir` (`<run dir>/jobs/<job name>/`):
 - `log.txt`     the job process's stdout/stderr;
 - `data/`, `tokenizer/` the downloaded splits and the trained tokenizer.
 
-The job process is `python -m localml.train_job <job dir>` (see `localml/train_job.py`), started in
-its own session so `cancel_job` can signal its whole process group.
+The job process is `python -m localml.train_job <job dir>` (see `localml/train_job.py`), started,
+recognised and stopped with `localml.processes` (its own session, so `cancel_job` signals its
+whole process group).
 
 The loss history (`train_loss` / `eval_loss` of the job's MLflow run) and the model housekeeping
 (`set_model_tags`, `list_models`, `delete_model`) use the local MLflow store; before a job has
@@ -30,23 +31,18 @@ transformers and mlflow are imported only when they are called):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.models import BlobRef, FineTuneSpec, JobInfo, JobState, LossHistory, MetricPoint, ModelRef
 from core.settings import Settings
-from localml import procs, state_files
+from localml import processes, state_files
 from localml.paths import RunPaths
 
 if TYPE_CHECKING:
@@ -65,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SPEC_FILE = "spec.json"
 STATUS_FILE = "status.json"
 PROCESS_FILE = "process.json"
@@ -87,17 +82,7 @@ _FILTER_SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
 START_GRACE_S = 60.0
 # SIGTERM, then SIGKILL after this long.
 CANCEL_GRACE_S = 5.0
-
-# Environment every process of the offline stack gets (no phoning home, no hub).
-OFFLINE_ENV: dict[str, str] = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONUNBUFFERED": "1",
-}
+JOB_MODULE = "localml.train_job"
 # Settings the job process needs to read the datasets storage (it builds `Settings()` itself).
 _STORAGE_SETTINGS = (
     "DatasetsStorage",
@@ -115,10 +100,6 @@ class JobNotFoundError(LookupError):
 # ------------------------------------------------------------------------------ status files
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     """A job's state file, None if missing or unreadable (the job then reads as not started)."""
     return state_files.read_json(path, unreadable_is_missing=True)
@@ -131,7 +112,7 @@ def read_status(job_dir: Path) -> dict[str, Any] | None:
 
 def write_status(job_dir: Path, state: JobState, **fields: Any) -> dict[str, Any]:
     """Replace the job's status with `state` (+ `fields`), atomically. Returns what was written."""
-    status = {"state": state.value, "updated_at": _now(), **fields}
+    status = {"state": state.value, "updated_at": state_files.now(), **fields}
     state_files.write_json(job_dir / STATUS_FILE, status)
     return status
 
@@ -144,71 +125,15 @@ def _update_status(job_dir: Path, state: JobState, **fields: Any) -> dict[str, A
 
 
 def job_env(settings: Settings) -> dict[str, str]:
-    """The job process's environment: ours + the offline switches + the storage settings."""
-    env = {**os.environ, **OFFLINE_ENV, "BACKEND": "local"}
-    for name in _STORAGE_SETTINGS:
-        value = getattr(settings, name, None)
-        if value:
-            env[name] = str(value)
-    root = str(PROJECT_ROOT)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in paths:
-        env["PYTHONPATH"] = os.pathsep.join([root, *paths])
-    return env
+    """The job process's environment: a child's (`processes.child_env`) + the storage settings."""
+    storage = {name: str(value) for name in _STORAGE_SETTINGS if (value := getattr(settings, name, None))}
+    return processes.child_env({"BACKEND": "local", **storage})
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (across processes)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-# ------------------------------------------------------------------------------ processes
-
-# Children started by this process: polling them reaps them (a finished child would otherwise
-# stay a zombie, which still answers kill(pid, 0)).
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def _reap() -> None:
-    """Collect children of ours that have exited (so none lingers as a zombie)."""
-    for pid, child in list(_children.items()):
-        if child.poll() is not None:
-            _children.pop(pid, None)
-
-
-def _alive(process: dict[str, Any]) -> bool:
-    """Is the process described by `process.json` still running (not exited, not a zombie)?"""
-    pid = int(process["pid"])
-    child = _children.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            _children.pop(pid, None)
-            return False
-        return True
-    return procs.running(pid, process.get("start_time"))
-
-
-def _wait_gone(process: dict[str, Any], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while _alive(process):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _signal_group(process: dict[str, Any], sig: signal.Signals) -> None:
-    pid = int(process["pid"])
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)  # started with start_new_session: its pgid is its pid
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
+def _job_process(job_dir: Path) -> processes.Process | None:
+    """(pid, start time) of the job's process from `process.json`; None before it was started."""
+    record = _read_json(job_dir / PROCESS_FILE)
+    return None if record is None else (int(record["pid"]), record.get("start_time"))
 
 
 # ------------------------------------------------------------------------------ the backend
@@ -245,7 +170,7 @@ class LocalTraining:
         concurrent submits of the same spec create one job; the process is started under a
         lock, so they start one process. Never waits for training.
         """
-        _reap()
+        processes.reap()
         job_dir = self.job_dir(spec.job_name)
         if not job_dir.exists():
             self.paths.jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -276,31 +201,17 @@ class LocalTraining:
 
     def _ensure_started(self, job_name: str) -> None:
         job_dir = self.job_dir(job_name)
-        with _locked(job_dir / LOCK_FILE):
+        with state_files.locked(job_dir / LOCK_FILE):
             if (job_dir / PROCESS_FILE).exists():
                 return
             status = read_status(job_dir)
             if status is not None and status.get("state") != JobState.QUEUED.value:
                 return
-            with (job_dir / LOG_FILE).open("ab") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "localml.train_job", str(job_dir)],
-                    cwd=PROJECT_ROOT,
-                    env=job_env(self.settings),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            _children[proc.pid] = proc
-            state_files.write_json(
-                job_dir / PROCESS_FILE,
-                {"pid": proc.pid, "start_time": procs.start_time(proc.pid), "started_at": _now()},
-            )
+            started = processes.spawn(JOB_MODULE, [str(job_dir)], job_dir / LOG_FILE, job_env(self.settings))
+            state_files.write_json(job_dir / PROCESS_FILE, started)
 
     def get_job(self, job_name: str) -> JobInfo:
-        _reap()
+        processes.reap()
         job_dir = self.job_dir(job_name)
         if not job_dir.is_dir():
             raise JobNotFoundError(f"no fine-tuning job named {job_name!r} in {self.paths.jobs_dir}")
@@ -308,14 +219,14 @@ class LocalTraining:
         status = read_status(job_dir) or {"state": JobState.QUEUED.value}
         state = JobState(status["state"])
         if not state.terminal:
-            process = _read_json(job_dir / PROCESS_FILE)
+            process = _job_process(job_dir)
             gone = False
             if process is None:
                 age = time.time() - job_dir.stat().st_mtime
                 gone = age > START_GRACE_S
                 reason = f"training process never started; see {log}"
             else:
-                gone = not _alive(process)
+                gone = not processes.alive(*process)
                 reason = f"training process exited unexpectedly; see {log}"
             if gone:
                 # It may have written its final status just before exiting: read again.
@@ -351,13 +262,10 @@ class LocalTraining:
         if info.state.terminal:
             return
         job_dir = self.job_dir(job_name)
-        with _locked(job_dir / LOCK_FILE):  # no process starts while we cancel
-            process = _read_json(job_dir / PROCESS_FILE)
-            if process is not None and _alive(process):
-                _signal_group(process, signal.SIGTERM)
-                if not _wait_gone(process, CANCEL_GRACE_S):
-                    _signal_group(process, signal.SIGKILL)
-                    _wait_gone(process, CANCEL_GRACE_S)
+        with state_files.locked(job_dir / LOCK_FILE):  # no process starts while we cancel
+            process = _job_process(job_dir)
+            if process is not None:
+                processes.stop([process], CANCEL_GRACE_S)
             status = read_status(job_dir) or {}
             if not JobState(status.get("state", JobState.QUEUED.value)).terminal:
                 _update_status(job_dir, JobState.CANCELED)
@@ -392,7 +300,7 @@ class LocalTraining:
         client = self._mlflow_client()
         import mlflow
 
-        with _locked(job_dir / LOCK_FILE):
+        with state_files.locked(job_dir / LOCK_FILE):
             found = self._find_version(client, model_name, job_name)
             if found is None:
                 version = mlflow.register_model(model_uri, model_name, tags=wanted).version

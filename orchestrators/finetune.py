@@ -20,16 +20,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import azure.durable_functions as df
 
 from core import gate
+from core.contracts import (
+    CANCEL_EVENT,
+    ORCHESTRATOR,
+    ActivityInput,
+    CancelJob,
+    CreateDeployment,
+    DeleteDeployment,
+    EnsureEndpoint,
+    EvaluateBatch,
+    GetDeploymentState,
+    GetEndpoint,
+    GetJobStatus,
+    GiveBackEndpointTurn,
+    Notify,
+    RegisterModel,
+    SetTraffic,
+    SmokeTest,
+    SubmitFinetune,
+    TagModel,
+    TakeEndpointTurn,
+    UpdateConnection,
+    UpdateEndpointTags,
+    ValidateDataset,
+    WriteReport,
+    payload_of,
+)
+from core.contracts import Preflight as PreflightCall
 from core.evaluation import METRIC
 from core.models import (
     DatasetOutcome,
     Delivery,
-    DeploymentSpec,
     EndpointInfo,
     Evaluation,
     ExampleScore,
@@ -40,9 +66,7 @@ from core.models import (
     ProvisioningState,
     RunStatus,
     RunSummary,
-    ScoreResult,
 )
-from core.names import CANCEL_EVENT, ORCHESTRATOR, Activity
 from core.naming import (
     EXPIRES_TAG,
     NEVER,
@@ -53,12 +77,13 @@ from core.naming import (
     report_prefix,
 )
 from core.preflight import GPU_HOURS_BASIS, Plan, PreflightReport, estimate_gpu_hours
-from core.turns import TurnAnswer
-from orchestrators.state import Progress, RunInput
+from core.steps import Step
+from orchestrators.run_input import Progress, RunInput
 
 bp = df.Blueprint()
 
-Step = Generator[Any, Any, Any]
+Flow = Generator[Any, Any, Any]  # a generator the orchestrator function yields from
+Out = TypeVar("Out")
 MAX_REPORTED_ERRORS = 20
 TURN_MARGIN_S = 3600  # on top of the deploy deadline: covers the evaluation's waves and the rest
 
@@ -101,10 +126,11 @@ class FinetuneRun:
             first_retry_interval_in_milliseconds=self.cfg.activity_retry_first_interval_ms,
             max_number_of_attempts=self.cfg.activity_retry_attempts,
         )
+        self._step: Step | None = None
         self._step_started: datetime = self.now
         self.cancel_event = context.wait_for_external_event(CANCEL_EVENT)
         self.cancelable = True
-        self.evaluated: dict[str, list[dict[str, Any]]] = {}  # per-example scores, for the report
+        self.evaluated: dict[str, list[ExampleScore]] = {}  # per-example scores, for the report
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -112,22 +138,24 @@ class FinetuneRun:
     def now(self) -> datetime:
         return self.ctx.current_utc_datetime
 
-    def call(self, activity: Activity, payload: Any) -> Any:
-        return self.ctx.call_activity_with_retry(str(activity), self.retry, payload)
+    def call(self, inp: ActivityInput[Any]) -> df.Task:
+        """The durable task of the activity `inp` is the input of (with the run's retry policy)."""
+        return self.ctx.call_activity_with_retry(inp.activity.value, self.retry, payload_of(inp))
 
-    def act(self, activity: Activity, payload: Any) -> Step:
-        """Run an activity, then honour a cancel that arrived meanwhile."""
-        result = yield self.call(activity, payload)
+    def act(self, inp: ActivityInput[Out]) -> Generator[Any, Any, Out]:
+        """Run the activity `inp` is the input of and return its output, parsed by its contract;
+        then honour a cancel that arrived meanwhile."""
+        result = inp.parse_output((yield self.call(inp)))
         self.check_cancel()
         return result
 
-    def sleep(self, seconds: int) -> Step:
+    def sleep(self, seconds: int) -> Flow:
         """A durable timer that a cancel event interrupts."""
         timer = self.ctx.create_timer(self.now + timedelta(seconds=seconds))
         yield self.ctx.task_any([timer, self.cancel_event])
         self.check_cancel()
 
-    def listen_for_cancel(self) -> Step:
+    def listen_for_cancel(self) -> Flow:
         """Register the cancel event with the runtime at the start of every generation (an
         immediate timer raced against it), so `check_cancel` sees events that arrive while an
         activity runs."""
@@ -141,11 +169,12 @@ class FinetuneRun:
     def elapsed_since(self, iso: str) -> float:
         return (self.now - datetime.fromisoformat(iso)).total_seconds()
 
-    def status(self, step: str, **extra: Any) -> None:
-        """Custom status, set at every step: what a person watching the run wants to see."""
+    def status(self, step: Step | str, **extra: Any) -> None:
+        """Custom status, set at every step: what a person watching the run wants to see (`step`
+        is a step, or the run's final status)."""
         p = self.progress
         body: dict[str, Any] = {
-            "step": step,
+            "step": step.status if isinstance(step, Step) else step,
             "dataset": self.request.dataset.path,
             "job": p.job,
             "job_status": p.job_status,
@@ -154,12 +183,17 @@ class FinetuneRun:
         body.update({k: v for k, v in extra.items() if v is not None})
         self.ctx.set_custom_status(body)
 
-    def begin(self, step: str, **extra: Any) -> None:
-        self._step_started = self.now
+    def begin(self, step: Step, **extra: Any) -> None:
+        """`step` starts now: the custom status shows it, and `end` times it."""
+        self._step, self._step_started = step, self.now
         self.status(step, **extra)
 
-    def end(self, step: str) -> None:
-        self.progress.durations_s[step] = round((self.now - self._step_started).total_seconds(), 3)
+    def end(self) -> None:
+        """The step `begin` started is done: its duration goes into the summary."""
+        if self._step is not None and self._step.duration_key is not None:
+            seconds = (self.now - self._step_started).total_seconds()
+            self.progress.durations_s[self._step.duration_key] = round(seconds, 3)
+        self._step = None
 
     def summary(self, status: RunStatus, reason: str = "", **fields: Any) -> dict[str, Any]:
         p = self.progress
@@ -180,18 +214,18 @@ class FinetuneRun:
         return result.model_dump(mode="json")
 
     def poll(
-        self, activity: Activity, payload: Any, policy: PollPolicy, settled: Callable[[Any], bool], step: str
-    ) -> Step:
-        """Call `activity` until `settled(result)` or the policy's deadline; return the last result."""
+        self, inp: ActivityInput[Out], policy: PollPolicy, settled: Callable[[Out], bool], step: Step
+    ) -> Generator[Any, Any, Out]:
+        """Call the activity until `settled(result)` or the policy's deadline; return the last result."""
         started, interval = self.now, policy.first_interval_s
         while True:
-            result = yield from self.act(activity, payload)
+            result = yield from self.act(inp)
             if settled(result):
                 return result
             waited = (self.now - started).total_seconds()
             if waited >= policy.deadline_s:
                 raise StepFailed(
-                    f"{step}: still not ready after {round(waited)} s (limit {policy.deadline_s} s)"
+                    f"{step.status}: still not ready after {round(waited)} s (limit {policy.deadline_s} s)"
                 )
             self.status(step, waiting_s=round(waited))
             yield from self.sleep(min(interval, policy.deadline_s - int(waited)))
@@ -199,7 +233,7 @@ class FinetuneRun:
 
     # -- the run -------------------------------------------------------------------------------
 
-    def run(self) -> Step:
+    def run(self) -> Flow:
         try:
             yield from self.listen_for_cancel()
             result = yield from self.steps()
@@ -211,7 +245,7 @@ class FinetuneRun:
             raise TypeError(f"the run's steps ended without a summary: {result!r}")
         return (yield from self.finish(result))
 
-    def canceled(self, canceled: Canceled) -> Step:
+    def canceled(self, canceled: Canceled) -> Flow:
         why = f" ({canceled})" if str(canceled) else ""
         if self.progress.job and self.progress.job_status not in {s.value for s in JobState if s.terminal}:
             self.cancelable = False
@@ -221,7 +255,7 @@ class FinetuneRun:
             )
         return self.summary(RunStatus.CANCELED, f"canceled{why}")
 
-    def finish(self, result: dict[str, Any]) -> Step:
+    def finish(self, result: dict[str, Any]) -> Flow:
         """Report (if a job was submitted) and completion event (unless a dry run); best effort:
         the outcome is already decided and neither step can change it."""
         self.cancelable = False
@@ -231,28 +265,24 @@ class FinetuneRun:
         if self.progress.job:
             prefix = f"{summary.dataset.container}/{report_prefix(summary.dataset, self.run_id)}"
             summary = summary.model_copy(update={"report": prefix})
-            self.status("writing_report", report=prefix)
-            payload = {
-                "summary": summary.model_dump(mode="json"),
-                "config": self.cfg.model_dump(mode="json"),
-                "examples": self.evaluated,
-            }
+            self.status(Step.WRITE_REPORT, report=prefix)
+            report = WriteReport(summary=summary, config=self.cfg, examples=self.evaluated)
             try:
-                yield self.call(Activity.WRITE_REPORT, payload)
+                yield self.call(report)
             except Exception as exc:
                 note = f"run report not written: {' '.join(str(exc).split())}"
                 summary = summary.model_copy(
                     update={"report": None, "reason": "; ".join(r for r in (summary.reason, note) if r)}
                 )
-        self.status("notifying")
-        event = {
-            "outcome": summary.status.value,
-            "subject": self.run_id,
-            "data": summary.model_dump(mode="json"),
-            "time": self.now.isoformat(),
-        }
+        self.status(Step.NOTIFY)
+        event = Notify(
+            outcome=summary.status.value,
+            subject=self.run_id,
+            data=summary.model_dump(mode="json"),
+            time=self.now.isoformat(),
+        )
         try:
-            delivery = Delivery.model_validate((yield self.call(Activity.NOTIFY, event)))
+            delivery = event.parse_output((yield self.call(event)))
         except Exception as exc:  # the activity reports failures as data; this is a crash
             delivery = Delivery(
                 event_type=f"run.{summary.status.value}", event_id="", delivered=False, error=str(exc)[:300]
@@ -270,8 +300,8 @@ class FinetuneRun:
         return summary.model_dump(mode="json")
 
     def guarded(
-        self, step: Step, failed: str, cleanup: Callable[[], Step] | None = None, **fields: Any
-    ) -> Step:
+        self, step: Flow, failed: str, cleanup: Callable[[], Flow] | None = None, **fields: Any
+    ) -> Flow:
         """`step`'s result, or `Ended` (the run fails with "<failed>: <error>", after `cleanup`)
         when its activity's retries are exhausted. A cancel passes through."""
         try:
@@ -283,7 +313,7 @@ class FinetuneRun:
                 yield from cleanup()
             return Ended(self.summary(RunStatus.FAILED, f"{failed}: {exc}", **fields))
 
-    def steps(self) -> Step:
+    def steps(self) -> Flow:
         p = self.progress
         if p.job is None:
             # retries exhausted here means storage unreachable, not bad data
@@ -321,19 +351,19 @@ class FinetuneRun:
             return model.summary
         return (yield from self.deploy(model))
 
-    def validate(self) -> Step:
-        self.begin("validating")
-        payload = {
-            "instance_id": self.run_id,
-            "dataset": self.request.dataset.model_dump(mode="json"),
-            "validation": self.request.validation.model_dump(mode="json")
-            if self.request.validation
-            else None,
-            "config": self.cfg.model_dump(mode="json"),
-            "dry_run": self.request.dry_run,
-        }
-        outcome = DatasetOutcome.model_validate((yield from self.act(Activity.VALIDATE_DATASET, payload)))
-        self.end("validate")
+    def validate(self) -> Flow:
+        self.begin(Step.VALIDATE)
+        request = self.request
+        outcome = yield from self.act(
+            ValidateDataset(
+                instance_id=self.run_id,
+                dataset=request.dataset,
+                validation=request.validation,
+                config=self.cfg,
+                dry_run=request.dry_run,
+            )
+        )
+        self.end()
         p = self.progress
         p.train_examples, p.validation_examples = outcome.train_examples, outcome.validation_examples
         p.train, p.validation = outcome.train, outcome.validation
@@ -347,25 +377,19 @@ class FinetuneRun:
         reason = f"dataset failed validation ({total} error(s)); first: {where}"
         return self.summary(RunStatus.INVALID_DATASET, reason, validation_errors=errors)
 
-    def preflight(self) -> Step:
-        self.begin("preflight")
-        payload = {
-            "dataset": self.request.dataset.model_dump(mode="json"),
-            "validation": self.request.validation.model_dump(mode="json")
-            if self.request.validation
-            else None,
-            "config": self.cfg.model_dump(mode="json"),
-        }
-        report = PreflightReport.model_validate((yield from self.act(Activity.PREFLIGHT, payload)))
-        self.end("preflight")
+    def preflight(self) -> Flow:
+        self.begin(Step.PREFLIGHT)
+        request = self.request
+        report = yield from self.act(
+            PreflightCall(dataset=request.dataset, validation=request.validation, config=self.cfg)
+        )
+        self.end()
         return report
 
-    def plan(self, outcome: DatasetOutcome, report: PreflightReport) -> Step:
+    def plan(self, outcome: DatasetOutcome, report: PreflightReport) -> Flow:
         """A dry run's answer: what the real run would create and roughly cost."""
-        self.begin("planning")
-        endpoint = EndpointInfo.model_validate(
-            (yield from self.act(Activity.GET_ENDPOINT, {"name": self.cfg.endpoint_name}))
-        )
+        self.begin(Step.PLAN)
+        endpoint = yield from self.act(GetEndpoint(name=self.cfg.endpoint_name))
         new, live = pick_deployments(endpoint.traffic, self.request.real_run_id or self.run_id)
         first = outcome.reports[0]
         share = outcome.train_examples / first.examples if first.examples else 1.0
@@ -388,26 +412,26 @@ class FinetuneRun:
             replaces_deployment=live,
             checks=report.checks,
         )
-        self.end("plan")
+        self.end()
         return self.summary(RunStatus.PLANNED, "dry run: nothing was created", plan=plan)
 
-    def submit(self) -> Step:
-        self.begin("submitting")
+    def submit(self) -> Flow:
+        self.begin(Step.SUBMIT)
         p = self.progress
-        payload = {
-            "instance_id": self.run_id,
-            "dataset": self.request.dataset.model_dump(mode="json"),
-            "train": p.train.model_dump(mode="json") if p.train else None,
-            "validation": p.validation.model_dump(mode="json") if p.validation else None,
-            "config": self.cfg.model_dump(mode="json"),
-        }
-        p.job = yield self.call(Activity.SUBMIT_FINETUNE, payload)
+        submit = SubmitFinetune(
+            instance_id=self.run_id,
+            dataset=self.request.dataset,
+            train=p.train,
+            validation=p.validation,
+            config=self.cfg,
+        )
+        p.job = submit.parse_output((yield self.call(submit)))
         p.submitted_at = self.now.isoformat()
         p.next_poll_s = self.cfg.job_poll.first_interval_s
-        self.end("submit")
+        self.end()
         self.check_cancel()
 
-    def monitor(self) -> Step:
+    def monitor(self) -> Flow:
         """Poll the job with backoff until it ends or the deadline passes.
 
         After `monitor_polls_per_generation` polls the orchestration continues as new with its
@@ -418,7 +442,7 @@ class FinetuneRun:
         polls_here = 0
         while True:
             try:
-                job = JobInfo.model_validate((yield from self.act(Activity.GET_JOB_STATUS, {"job": p.job})))
+                job = yield from self.act(GetJobStatus(job=p.job))
             except Canceled:
                 raise
             except Exception as exc:  # retries exhausted: do not leave a GPU job unwatched
@@ -426,9 +450,9 @@ class FinetuneRun:
                 return JobInfo(name=p.job, state=JobState.FAILED, raw_status="Unknown", error=str(exc))
             p.job_status, p.polls = job.raw_status, p.polls + 1
             elapsed = self.elapsed_since(p.submitted_at)
-            p.durations_s["train"] = round(elapsed, 3)
+            p.durations_s[str(Step.TRAIN.duration_key)] = round(elapsed, 3)
             if job.state.terminal:
-                self.status("training", studio_url=job.studio_url)
+                self.status(Step.TRAIN, studio_url=job.studio_url)
                 return job
             if elapsed >= policy.deadline_s:
                 yield from self.cancel_job_quietly()
@@ -442,7 +466,7 @@ class FinetuneRun:
             wait_s = min(p.next_poll_s, max(1, policy.deadline_s - int(elapsed)))
             next_at = self.now + timedelta(seconds=wait_s)
             self.status(
-                "training",
+                Step.TRAIN,
                 studio_url=job.studio_url,
                 metrics=job.metrics or None,
                 next_poll_at=next_at.isoformat(),
@@ -455,28 +479,29 @@ class FinetuneRun:
                 self.ctx.continue_as_new(RunInput(request=self.request, progress=p).model_dump(mode="json"))
                 return CONTINUED
 
-    def cancel_unconfirmed_job(self) -> Step:
+    def cancel_unconfirmed_job(self) -> Flow:
         """The job may exist even though the submit call failed (a lost response): cancel it by its
         deterministic name so no GPU job runs unwatched."""
         self.progress.job = job_name(self.run_id)
         yield from self.cancel_job_quietly()
 
-    def cancel_job_quietly(self) -> Step:
+    def cancel_job_quietly(self) -> Flow:
         try:
-            yield self.call(Activity.CANCEL_JOB, {"job": self.progress.job})
+            yield self.call(CancelJob(job=str(self.progress.job)))
         except Exception:  # best effort; the failure reason is already being reported
             return
 
-    def register(self) -> Step:
-        self.begin("registering")
-        p = self.progress
-        payload = {
-            "job": p.job,
-            "model_name": self.cfg.output_model_prefix,
-            "tags": lineage_tags(self.run_id, self.request.dataset, p.job),
-        }
-        model = ModelRef.model_validate((yield from self.act(Activity.REGISTER_MODEL, payload)))
-        self.end("register")
+    def register(self) -> Flow:
+        self.begin(Step.REGISTER)
+        job = str(self.progress.job)
+        model = yield from self.act(
+            RegisterModel(
+                job=job,
+                model_name=self.cfg.output_model_prefix,
+                tags=lineage_tags(self.run_id, self.request.dataset, job),
+            )
+        )
+        self.end()
         return model
 
     # -- the endpoint's release turn ----------------------------------------------------------
@@ -488,21 +513,20 @@ class FinetuneRun:
         The holder renews it before each step, so only a vanished holder lets it expire."""
         return self.cfg.deploy_poll.deadline_s + TURN_MARGIN_S
 
-    def wait_for_turn(self, endpoint: str) -> Step:
+    def wait_for_turn(self, endpoint: str) -> Flow:
         """Take the endpoint's release turn, waiting (durable timers, cancelable) while another
         run holds it; the custom status says whom we wait for."""
         policy, started = self.cfg.deploy_poll, self.now
         interval = policy.first_interval_s
         while True:
-            answer = TurnAnswer.model_validate(
-                (yield from self.act(Activity.TAKE_ENDPOINT_TURN, self._turn_payload(endpoint)))
-            )
+            answer = yield from self.act(self._take_turn(endpoint))
             if answer.granted:
                 if self.now > started:
-                    self.progress.durations_s["wait_for_endpoint"] = (self.now - started).total_seconds()
+                    waited_s = (self.now - started).total_seconds()
+                    self.progress.durations_s[str(Step.WAIT_FOR_ENDPOINT.duration_key)] = waited_s
                 return
             self.status(
-                "waiting_for_endpoint",
+                Step.WAIT_FOR_ENDPOINT,
                 endpoint=endpoint,
                 waiting_for=answer.holder,
                 message=f"waiting for {answer.holder} to release {endpoint}",
@@ -511,24 +535,23 @@ class FinetuneRun:
             yield from self.sleep(interval)
             interval = policy.next_interval(interval)
 
-    def renew_turn(self, endpoint: str) -> Step:
-        answer = TurnAnswer.model_validate(
-            (yield self.call(Activity.TAKE_ENDPOINT_TURN, self._turn_payload(endpoint)))
-        )
+    def renew_turn(self, endpoint: str) -> Flow:
+        take = self._take_turn(endpoint)
+        answer = take.parse_output((yield self.call(take)))
         if not answer.granted:
             raise StepFailed(f"lost the release turn of {endpoint} to {answer.holder} (it expired)")
 
-    def give_back_turn(self, endpoint: str) -> Step:
+    def give_back_turn(self, endpoint: str) -> Flow:
         """Best effort: a turn not given back expires on its own (`turn_ttl_s`)."""
         try:
-            yield self.call(Activity.GIVE_BACK_ENDPOINT_TURN, {"endpoint": endpoint, "run": self.run_id})
+            yield self.call(GiveBackEndpointTurn(endpoint=endpoint, run=self.run_id))
         except Exception:
             return
 
-    def _turn_payload(self, endpoint: str) -> dict[str, Any]:
-        return {"endpoint": endpoint, "run": self.run_id, "ttl_s": self.turn_ttl_s}
+    def _take_turn(self, endpoint: str) -> TakeEndpointTurn:
+        return TakeEndpointTurn(endpoint=endpoint, run=self.run_id, ttl_s=self.turn_ttl_s)
 
-    def deploy(self, model: ModelRef) -> Step:
+    def deploy(self, model: ModelRef) -> Flow:
         """One release at a time per endpoint: the whole release (endpoint, new deployment, smoke
         test, evaluation against whatever is live now, traffic, old deployment) runs in this run's
         turn, given back however it ends (a cancel included)."""
@@ -550,13 +573,13 @@ class FinetuneRun:
         yield from self.give_back_turn(endpoint_name)
         return result
 
-    def release(self, model: ModelRef) -> Step:
+    def release(self, model: ModelRef) -> Flow:
         """The release, in this run's turn: the endpoint; the new deployment rolled out (created,
         smoke-tested, gated, given the traffic; rolled back on any failure); then go-live."""
         cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
         lineage = lineage_tags(self.run_id, self.request.dataset, self.progress.job)
         tags = lineage | expiry_tag(self.now, cfg.endpoint_ttl_hours)
-        self.begin("deploying", endpoint=endpoint_name)
+        self.begin(Step.DEPLOY, endpoint=endpoint_name)
         endpoint = yield from self.guarded(
             self.ensure_endpoint(tags), "endpoint", model=model, endpoint=endpoint_name
         )
@@ -574,23 +597,16 @@ class FinetuneRun:
             return refused
         return (yield from self.go_live(new, live, lineage, lease_error, fields))
 
-    def ensure_endpoint(self, tags: dict[str, str]) -> Step:
+    def ensure_endpoint(self, tags: dict[str, str]) -> Flow:
         """The endpoint, created if missing and waited for until it is ready."""
         cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
-        endpoint = EndpointInfo.model_validate(
-            (yield from self.act(Activity.ENSURE_ENDPOINT, {"name": endpoint_name, "tags": tags}))
-        )
+        endpoint = yield from self.act(EnsureEndpoint(name=endpoint_name, tags=tags))
         if not endpoint.state.settled:
-            endpoint = EndpointInfo.model_validate(
-                (
-                    yield from self.poll(
-                        Activity.GET_ENDPOINT,
-                        {"name": endpoint_name},
-                        cfg.deploy_poll,
-                        lambda r: ProvisioningState(r["state"]).settled,
-                        "creating endpoint",
-                    )
-                )
+            endpoint = yield from self.poll(
+                GetEndpoint(name=endpoint_name),
+                cfg.deploy_poll,
+                lambda e: e.state.settled,
+                Step.CREATE_ENDPOINT,
             )
         if endpoint.state is not ProvisioningState.SUCCEEDED:
             raise StepFailed(f"endpoint {endpoint_name} is {endpoint.state.value}")
@@ -604,14 +620,14 @@ class FinetuneRun:
         live: str | None,
         tags: dict[str, str],
         fields: dict[str, Any],
-    ) -> Step:
+    ) -> Flow:
         """Create `new` at 0 %, smoke-test it, gate it against `live`, give it the traffic. None
         once the traffic has moved; otherwise the run's summary, after a rollback that leaves the
         endpoint as it was (a cancel is re-raised after the rollback)."""
         cfg, endpoint_name = self.cfg, endpoint.name
         traffic_touched = False
         try:
-            spec = DeploymentSpec(
+            spec = CreateDeployment(
                 endpoint_name=endpoint_name,
                 deployment_name=new,
                 model=model,
@@ -619,35 +635,25 @@ class FinetuneRun:
                 instance_count=cfg.serving_instance_count,
                 tags=tags,
             )
-            self.status("deploying", endpoint=endpoint_name, deployment=new)
-            yield self.call(Activity.CREATE_DEPLOYMENT, spec.model_dump(mode="json"))
-            state = ProvisioningState(
-                (
-                    yield from self.poll(
-                        Activity.GET_DEPLOYMENT_STATE,
-                        {"endpoint": endpoint_name, "deployment": new},
-                        cfg.deploy_poll,
-                        lambda r: ProvisioningState(r).settled,
-                        "creating deployment",
-                    )
-                )
+            self.status(Step.DEPLOY, endpoint=endpoint_name, deployment=new)
+            yield self.call(spec)
+            state = yield from self.poll(
+                GetDeploymentState(endpoint=endpoint_name, deployment=new),
+                cfg.deploy_poll,
+                lambda s: s.settled,
+                Step.CREATE_DEPLOYMENT,
             )
             if state is not ProvisioningState.SUCCEEDED:
                 raise StepFailed(f"deployment {new} ended {state.value}")
-            self.end("deploy")
+            self.end()
 
-            self.begin("smoke_testing", endpoint=endpoint_name, deployment=new)
-            smoke = ScoreResult.model_validate(
-                (
-                    yield from self.act(
-                        Activity.SMOKE_TEST,
-                        {"endpoint": endpoint_name, "deployment": new, "prompt": cfg.smoke_test_prompt},
-                    )
-                )
+            self.begin(Step.SMOKE_TEST, endpoint=endpoint_name, deployment=new)
+            smoke = yield from self.act(
+                SmokeTest(endpoint=endpoint_name, deployment=new, prompt=cfg.smoke_test_prompt)
             )
             if not smoke.ok:
                 raise StepFailed(f"smoke test of {new} failed: HTTP {smoke.status_code}: {smoke.error}")
-            self.end("smoke_test")
+            self.end()
 
             yield from self.renew_turn(endpoint_name)
             evaluation = yield from self.evaluate(endpoint_name, new, live if live != new else None)
@@ -658,12 +664,12 @@ class FinetuneRun:
                     raise Rejected(evaluation.reason)
 
             yield from self.renew_turn(endpoint_name)
-            self.begin("shifting_traffic", endpoint=endpoint_name, deployment=new)
+            self.begin(Step.SHIFT_TRAFFIC, endpoint=endpoint_name, deployment=new)
             traffic = {name: 0 for name in endpoint.traffic} | {new: 100}
             traffic_touched = True
             self.cancelable = False  # from here on the new model is (about to be) live: finish
-            yield self.call(Activity.SET_TRAFFIC, {"endpoint": endpoint_name, "traffic": traffic})
-            self.end("traffic")
+            yield self.call(SetTraffic(endpoint=endpoint_name, traffic=traffic))
+            self.end()
         except Exception as exc:
             cleanup_error = yield from self.roll_back(endpoint, new, traffic_touched)
             if isinstance(exc, Canceled):
@@ -695,7 +701,7 @@ class FinetuneRun:
         lineage: dict[str, str],
         lease_error: str | None,
         fields: dict[str, Any],
-    ) -> Step:
+    ) -> Flow:
         """The new deployment has the traffic: its TTL starts, the old one goes, the Prompt flow
         connection points at the endpoint."""
         cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
@@ -705,16 +711,15 @@ class FinetuneRun:
         reason = "; ".join(dict.fromkeys(notes))
         if live and live != new:
             try:
-                yield self.call(Activity.DELETE_DEPLOYMENT, {"endpoint": endpoint_name, "deployment": live})
+                yield self.call(DeleteDeployment(endpoint=endpoint_name, deployment=live))
             except Exception as exc:
                 note = f"old deployment {live} could not be deleted ({exc}); delete it by hand"
                 reason = f"{reason}; {note}" if reason else note
 
-        self.begin("updating_connection", endpoint=endpoint_name, deployment=new)
+        self.begin(Step.UPDATE_CONNECTION, endpoint=endpoint_name, deployment=new)
+        connection = UpdateConnection(name=cfg.connection_name, endpoint=endpoint_name)
         try:
-            scoring_uri = yield self.call(
-                Activity.UPDATE_CONNECTION, {"name": cfg.connection_name, "endpoint": endpoint_name}
-            )
+            scoring_uri = connection.parse_output((yield self.call(connection)))
         except Exception as exc:
             return self.summary(
                 RunStatus.FAILED,
@@ -722,7 +727,7 @@ class FinetuneRun:
                 previous_deployment=live,
                 **fields,
             )
-        self.end("connection")
+        self.end()
         return self.summary(
             RunStatus.COMPLETED,
             reason,
@@ -732,7 +737,7 @@ class FinetuneRun:
             **fields,
         )
 
-    def evaluate(self, endpoint: str, new: str, live: str | None) -> Step:
+    def evaluate(self, endpoint: str, new: str, live: str | None) -> Flow:
         """The gate's scores: both deployments answer the same seeded sample of the held-out split,
         in batches of `batch_size` per activity, at most `max_parallel` activities at a time (so
         the history grows by a few events per batch, not per example). None when the gate is off
@@ -741,7 +746,7 @@ class FinetuneRun:
         k = min(policy.sample_size, p.validation_examples)
         if k == 0 or p.validation is None:
             return None
-        self.begin("evaluating", endpoint=endpoint, deployment=new)
+        self.begin(Step.EVALUATE, endpoint=endpoint, deployment=new)
         sides = {"new": new} | ({"live": live} if live else {})
         batches = -(-k // policy.batch_size)
         # New and live batch b go in the same wave: each deployment gets the same load at once.
@@ -751,32 +756,31 @@ class FinetuneRun:
             wave = calls[start : start + policy.max_parallel]
             tasks = [
                 self.call(
-                    Activity.EVALUATE_BATCH,
-                    {
-                        "validation": p.validation.model_dump(mode="json"),
-                        "endpoint": endpoint,
-                        "deployment": deployment,
-                        "sample_size": k,
-                        "seed": self.cfg.split_seed,
-                        "batch": b,
-                        "batch_size": policy.batch_size,
-                    },
+                    EvaluateBatch(
+                        validation=p.validation,
+                        endpoint=endpoint,
+                        deployment=deployment,
+                        sample_size=k,
+                        seed=self.cfg.split_seed,
+                        batch=b,
+                        batch_size=policy.batch_size,
+                    )
                 )
                 for _name, deployment, b in wave
             ]
             outputs = yield self.ctx.task_all(tasks)
             self.check_cancel()
             for (name, _deployment, _b), output in zip(wave, outputs, strict=True):
-                scores[name].extend(ExampleScore.model_validate(e) for e in output)
+                scores[name].extend(EvaluateBatch.parse_output(output))
             done = sum(len(v) for v in scores.values())
-            self.status("evaluating", endpoint=endpoint, deployment=new, scored=done, of=k * len(sides))
+            self.status(Step.EVALUATE, endpoint=endpoint, deployment=new, scored=done, of=k * len(sides))
         new_side = gate.side(new, scores["new"])
         live_side = gate.side(live, scores["live"]) if live else None
         passed, reason = gate.verdict(new_side, live_side, policy)
-        self.evaluated = {name: [e.model_dump(mode="json") for e in v] for name, v in scores.items()}
-        self.end("evaluate")
+        self.evaluated = scores
+        self.end()
         self.status(
-            "evaluated",
+            Step.EVALUATED,
             endpoint=endpoint,
             deployment=new,
             new_score=new_side.score,
@@ -794,7 +798,7 @@ class FinetuneRun:
             reason=reason,
         )
 
-    def tag_model(self, model: ModelRef, evaluation: Evaluation) -> Step:
+    def tag_model(self, model: ModelRef, evaluation: Evaluation) -> Flow:
         """Scores as tags on the registered version (best effort: a tag is not worth a failed run)."""
         tags = {
             "eval-score": f"{evaluation.new.score:.4f}",
@@ -803,36 +807,36 @@ class FinetuneRun:
             "eval-sample-size": str(evaluation.sample_size),
         }
         try:
-            yield self.call(Activity.TAG_MODEL, {"model": model.model_dump(mode="json"), "tags": tags})
+            yield self.call(TagModel(model=model, tags=tags))
         except Exception:
             return
 
-    def renew_expiry(self, endpoint: str, lineage: dict[str, str]) -> Step:
+    def renew_expiry(self, endpoint: str, lineage: dict[str, str]) -> Flow:
         """Tag the endpoint with `expires_at` = now + TTL ("never" without a TTL) and `lineage`.
         Returns (expires_at or None, a note if the tags could not be written)."""
         expiry = expiry_tag(self.now, self.cfg.endpoint_ttl_hours)
         expires = expiry[EXPIRES_TAG] if expiry[EXPIRES_TAG] != NEVER else None
         try:
-            yield self.call(Activity.UPDATE_ENDPOINT_TAGS, {"name": endpoint, "tags": lineage | expiry})
+            yield self.call(UpdateEndpointTags(name=endpoint, tags=lineage | expiry))
         except Exception as exc:
             return expires, f"endpoint expiry tag not renewed ({exc}); the cost guard may delete it early"
         return expires, None
 
-    def roll_back(self, endpoint: EndpointInfo, new: str, traffic_touched: bool) -> Step:
+    def roll_back(self, endpoint: EndpointInfo, new: str, traffic_touched: bool) -> Flow:
         """Leave the endpoint exactly as it was: old traffic back (if we touched it), new deleted.
         Returns None, or what could not be undone (the caller puts it in the run's reason)."""
-        self.status("rolling_back", endpoint=endpoint.name, deployment=new)
+        self.status(Step.ROLL_BACK, endpoint=endpoint.name, deployment=new)
         try:
             if traffic_touched:
                 restore = dict(endpoint.traffic) | {new: 0}
-                yield self.call(Activity.SET_TRAFFIC, {"endpoint": endpoint.name, "traffic": restore})
-            yield self.call(Activity.DELETE_DEPLOYMENT, {"endpoint": endpoint.name, "deployment": new})
+                yield self.call(SetTraffic(endpoint=endpoint.name, traffic=restore))
+            yield self.call(DeleteDeployment(endpoint=endpoint.name, deployment=new))
         except Exception as exc:
             return " ".join(str(exc).split())[:300]
         return None
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR)
-def finetune_orchestrator(context: df.DurableOrchestrationContext) -> Step:
+def finetune_orchestrator(context: df.DurableOrchestrationContext) -> Flow:
     run = RunInput.model_validate(context.get_input())
     return (yield from FinetuneRun(context, run).run())

@@ -96,8 +96,8 @@ from core.validation import validate_file  # noqa: E402
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from backends.blob_store import BlobDatasetStore
     from core.models import BlobRef, ValidationReport
+    from storage.blob_store import BlobDatasetStore
 
 DEFAULT_DATASET = "HuggingFaceH4/ultrachat_200k"
 DEFAULT_CONFIG = "default"
@@ -629,7 +629,7 @@ def _store(args: argparse.Namespace) -> tuple[BlobDatasetStore, str]:
     """The store and a description of how it connects (never the secret itself)."""
     from azure.identity import DefaultAzureCredential
 
-    from backends.blob_store import BlobDatasetStore
+    from storage.blob_store import BlobDatasetStore
 
     def identity(url: str, where: str) -> tuple[BlobDatasetStore, str]:
         options: dict[str, str] = {}
@@ -687,7 +687,7 @@ def _post_hint(dataset: str, validation: str | None) -> str:
 
 
 def upload(args: argparse.Namespace, train_path: Path, test_path: Path) -> None:
-    from backends.blob_store import BlobStoreError
+    from backends.base import BlobStoreError
     from core.models import BlobRef
 
     train_blob, test_blob = blob_names(args.prefix, args.train_name, args.test_name, args.with_validation)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from backends.blob_store import BlobDatasetStore
+from storage.blob_store import BlobDatasetStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = ROOT / ".tools" / "node_modules" / ".bin"

@@ -14,10 +14,10 @@ os.environ.setdefault("BACKEND", "local")
 os.environ.setdefault("DatasetsStorage", "UseDevelopmentStorage=true")
 
 from backends import registry
+from core.contracts import ORCHESTRATOR
 from core.models import RunRequest
-from core.names import ORCHESTRATOR
 from core.settings import Settings
-from orchestrators.state import RunInput
+from orchestrators.run_input import RunInput
 from tests.fakes import FakeAzure, ultrachat_lines
 
 pytest_plugins = ["tests.azurite", "tests.azureml_emulator"]

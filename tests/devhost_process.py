@@ -65,8 +65,8 @@ class DevHostProcess:
     defaults (the tests' in-process BACKEND / DatasetsStorage are not inherited)."""
 
     def __init__(self, run_dir: Path, env: dict[str, str], *, args: tuple[str, ...] = ()) -> None:
+        from localml.connections import promptflow_env
         from localml.paths import RunPaths
-        from localml.serving import promptflow_env
 
         self.args = args  # e.g. ("--azure",)
         self.run_dir = run_dir
@@ -122,7 +122,7 @@ class DevHostProcess:
         return self._service().get_container_client(container)
 
     def upload(self, name: str, data: bytes | None = None, container: str = "datasets") -> BlobRef:
-        from backends.blob_store import BlobDatasetStore
+        from storage.blob_store import BlobDatasetStore
 
         service = self._service()
         if not service.get_container_client(container).exists():

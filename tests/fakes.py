@@ -228,7 +228,7 @@ class FakeAzure:
         if key not in self.blobs:
             raise FileNotFoundError(f"blob not found: {blob.path}")
         if blob.etag and blob.etag != self.etags[key]:
-            from backends.blob_store import BlobChangedError
+            from backends.base import BlobChangedError
 
             raise BlobChangedError(
                 f"{blob.path} changed", container=blob.container, name=blob.name, status_code=412

@@ -18,17 +18,12 @@ from azure.storage.blob import (
     generate_account_sas,
 )
 
-import backends.blob_store as blob_store_module
-from backends.base import DatasetStore
-from backends.blob_store import (
-    BlobChangedError,
-    BlobDatasetStore,
-    BlobStoreError,
-    normalize_etag,
-    split_blob_url,
-)
+import storage.blob_store as blob_store_module
+from backends.base import BlobChangedError, BlobStoreError, DatasetStore
 from core.models import BlobRef
 from core.settings import Settings
+from storage.blob_store import BlobDatasetStore
+from storage.blob_urls import normalize_etag, split_blob_url
 from tests import azurite as azurite_plugin
 from tests.azurite import Azurite, BlobStoreFixture
 

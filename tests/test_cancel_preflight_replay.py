@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from core.contracts import ORCHESTRATOR
 from core.models import ModelRef, RunRequest
-from core.names import ORCHESTRATOR
 from core.settings import Settings
-from orchestrators.state import RunInput
+from orchestrators.run_input import RunInput
 from tests.fakes import FakeAzure, ultrachat_lines
 from tests.replay import Replayer, RunResult
 

@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 from backends import registry
-from backends.blob_store import BlobDatasetStore
 from core.models import BlobRef
 from core.naming import instance_id
 from devhost.blobwatch import BlobWatcher
 from devhost.host import Host
+from storage.blob_store import BlobDatasetStore
 from tests.fakes import FakeAzure, ultrachat_lines
 from tests.test_devhost_http import free_port
 

@@ -148,7 +148,7 @@ def _deployment(fake: FakeAzure, name: str, run_id: str | None, share: int) -> N
 
 def test_the_sweep_deletes_orphaned_deployments_only(functions, activity_functions):
     from backends.registry import use
-    from core.names import SWEEPER
+    from core.contracts import SWEEPER
     from tests.replay import Replayer
 
     fake = FakeAzure()

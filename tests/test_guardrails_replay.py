@@ -18,8 +18,8 @@ import pytest
 
 from backends import registry
 from core import notify as notify_module
+from core.contracts import ORCHESTRATOR, SWEEPER
 from core.models import EvaluationPolicy, ModelRef
-from core.names import ORCHESTRATOR, SWEEPER
 from core.naming import APP_TAG
 from core.settings import get_settings
 from tests.fakes import SECRET_KEY, FakeAzure, FakeEndpoint
@@ -229,7 +229,7 @@ def test_gate_off_with_sample_size_zero(orchestrator_handler, activity_functions
 def _input(fake: FakeAzure, settings: Any, lines: bytes | None = None, **config: Any) -> dict[str, Any]:
     """A run input for a FakeAzure other than the `azure` fixture's (as conftest's make_input)."""
     from core.models import RunRequest
-    from orchestrators.state import RunInput
+    from orchestrators.run_input import RunInput
     from tests.fakes import ultrachat_lines
 
     dataset = fake.put_blob("datasets", "chats/support.jsonl", lines or ultrachat_lines(50))
@@ -387,7 +387,7 @@ def test_every_terminal_outcome_sends_one_signed_event(
     events = [(lambda s: bool(s) and s.get("step") == "training", "cancel", {"reason": "test"})]
     with use(fake):
         from core.models import RunRequest
-        from orchestrators.state import RunInput
+        from orchestrators.run_input import RunInput
         from tests.fakes import ultrachat_lines
 
         dataset = fake.put_blob("datasets", "chats/support.jsonl", lines or ultrachat_lines(50))

@@ -23,8 +23,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from backends import registry
-from backends.blob_store import BlobStoreError
-from core.names import ORCHESTRATOR
+from backends.base import BlobStoreError
+from core.contracts import ORCHESTRATOR
 from core.settings import Settings, get_settings
 from tests.fakes import FakeAzure, ultrachat_lines
 

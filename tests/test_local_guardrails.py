@@ -17,7 +17,8 @@ import pytest
 
 from core.models import DeploymentInfo, DeploymentSpec, LossHistory, MetricPoint, ModelRef
 from core.payload import promptflow_payload
-from localml.serving import LocalServing, _bound_promptflow_home
+from localml.connections import _bound_promptflow_home
+from localml.serving import LocalServing
 from localml.training import LocalTraining
 from tests import test_local_serving, test_local_training
 from tests.test_local_serving import ENDPOINT, PS, create_deployment, gone, key_of, spec, wait_for

@@ -22,14 +22,16 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-import localml.serving as serving_module
+import localml.serving_processes as serving_module
 from backends.base import ConnectionStore, ServingBackend
 from core.models import DeploymentSpec, ModelRef, ProvisioningState
 from core.payload import promptflow_payload
+from localml.connections import keyring_file, promptflow_env
 from localml.endpoint_front import ENDPOINT_FILE
 from localml.paths import RunPaths
+from localml.processes import PROJECT_ROOT
 from localml.scoring_server import ECHO_DELAY_ENV, ECHO_LOADER, PayloadError, parse_payload
-from localml.serving import PROJECT_ROOT, LocalServing, keyring_file, promptflow_env
+from localml.serving import LocalServing
 
 ENDPOINT = "phi3-ft-endpoint"
 DEADLINE_S = 30.0

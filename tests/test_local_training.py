@@ -95,7 +95,7 @@ _SESSION: dict[tuple[str, str], Any] = {}
 def dataset(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     """60 conversations, split 48/12, uploaded once per session to a fresh Azurite container (which
     goes away with the session's Azurite)."""
-    from backends.blob_store import BlobDatasetStore
+    from storage.blob_store import BlobDatasetStore
 
     key = ("dataset", str(azurite.location))
     if key in _SESSION:

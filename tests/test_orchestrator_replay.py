@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from core.contracts import ORCHESTRATOR
 from core.models import ModelRef, PollPolicy, ProvisioningState
-from core.names import ORCHESTRATOR
 from tests.fakes import SCORING_URI, SECRET_KEY, FakeAzure
 from tests.replay import (
     CALL_ACTIVITY_WITH_RETRY,
@@ -397,7 +397,7 @@ def test_replay_is_deterministic(orchestrator_handler, activity_functions, setti
     """Two runs of the same scenario produce byte-identical histories, statuses and output."""
     from backends import registry
     from core.models import RunRequest
-    from orchestrators.state import RunInput
+    from orchestrators.run_input import RunInput
     from tests.fakes import ultrachat_lines
 
     def once() -> str:
@@ -417,7 +417,7 @@ def test_given_validation_file_is_used_as_validated(
     orchestrator_handler, activity_functions, azure, settings
 ):
     from core.models import RunRequest
-    from orchestrators.state import RunInput
+    from orchestrators.run_input import RunInput
     from tests.fakes import ultrachat_lines
 
     train = azure.put_blob("datasets", "chats/train.jsonl", ultrachat_lines(12))

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from backends import registry
+from core.contracts import ORCHESTRATOR
 from core.models import ModelRef, RunRequest
-from core.names import ORCHESTRATOR
 from core.settings import Settings
 from devhost.engine import EVENT_NAMES, Engine
 from devhost.functions import FunctionIndex
 from devhost.store import Store
-from orchestrators.state import RunInput
+from orchestrators.run_input import RunInput
 from tests.devhost_driver import Clock, drain
 from tests.fakes import FakeAzure, ultrachat_lines
 from tests.replay import Replayer

@@ -177,11 +177,35 @@ def test_loss_png_carries_no_software_version(tmp_path: Path) -> None:
 
 
 def test_loss_png_leaves_pyplot_alone(tmp_path: Path) -> None:
+    """A process that uses pyplot itself finds no figure of ours open, and its current figure
+    unchanged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    mine = plt.figure()
+    loss_png(make_history(), tmp_path / "loss.png", title="t")
+    assert plt.get_fignums() == [mine.number] and plt.gcf() is mine
+    plt.close(mine)
+
+
+def test_loss_png_never_imports_pyplot(tmp_path: Path) -> None:
+    """pyplot's global state (backend, current figure) is never touched: it is not even imported."""
+    import subprocess
     import sys
 
-    loss_png(make_history(), tmp_path / "loss.png", title="t")
-    if "matplotlib.pyplot" in sys.modules:  # another test imported it: no figure of ours is open
-        assert sys.modules["matplotlib.pyplot"].get_fignums() == []
+    code = (
+        "import sys; from pathlib import Path; from core.report import loss_png; "
+        "from tests.test_report import make_history; "
+        f"loss_png(make_history(), Path({str(tmp_path / 'loss.png')!r}), title='t'); "
+        "sys.exit('matplotlib.pyplot' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr or "loss_png imported matplotlib.pyplot"
+    assert (tmp_path / "loss.png").stat().st_size > 0
 
 
 # --------------------------------------------------------------------------- report.md

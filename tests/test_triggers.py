@@ -11,7 +11,7 @@ import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
-from core.names import ORCHESTRATOR
+from core.contracts import ORCHESTRATOR
 from core.naming import instance_id
 from tests.fakes import ACCOUNT_URL, FakeAzure, ultrachat_lines
 

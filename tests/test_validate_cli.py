@@ -1,4 +1,4 @@
-"""python -m core.validate: readable and JSON reports, exit codes 0 / 1 / 2, never a traceback."""
+"""python -m core.validation: readable and JSON reports, exit codes 0 / 1 / 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core import validate as cli
+from core.validation import __main__ as cli
 from core.validation import validate_file
 from tests.test_validation import BAD, CORPUS, GOOD, GOOD_SYS, conv, tiny_tokenizer, ultrachat_lines
 
@@ -23,7 +23,7 @@ TOLERATED = {"bom.jsonl", "crlf.jsonl", "blank_lines.jsonl", "extra_fields.jsonl
 def run(*args: str | Path, columns: int = 200) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONIOENCODING": "utf-8"}
     return subprocess.run(
-        [sys.executable, "-m", "core.validate", *map(str, args)],
+        [sys.executable, "-m", "core.validation", *map(str, args)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -15,19 +15,25 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import astuple
 
-import core.validation as validation
 from core.models import DatasetOutcome, ValidationReport
 from core.validation import (
     MAX_LINE_BYTES,
     PairReport,
     chat_text,
+    checker,
     conversation_digest,
+    duplicates,
     estimate_tokens,
     load_tokenizer,
+    reading,
+    rules,
+    schema,
     validate_file,
     validate_pair,
 )
+from core.validation.report import _percentile
 
 BAD = Path(__file__).parent / "data" / "bad"
 MiB = 1024 * 1024
@@ -287,7 +293,7 @@ def test_max_line_is_the_first_of_equal_maxima(tmp_path: Path) -> None:
 
 
 def test_multi_chunk_file_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(validation, "_CHUNK", 64)
+    monkeypatch.setattr(reading, "_CHUNK", 64)
     data = b"\n".join(ultrachat_lines(50)) + b"\n"
     before = threading.active_count()
     report = validate_file(write(tmp_path, data), checksum=True)
@@ -301,12 +307,12 @@ def test_no_trailing_newline_still_counts_last_line(tmp_path: Path) -> None:
 
 
 def test_percentiles_nearest_rank() -> None:
-    assert validation._percentile(Counter([4, 2, 3, 1]), 50) == 2
-    assert validation._percentile(Counter([1, 2, 3, 4]), 95) == 4
-    assert validation._percentile(Counter([7]), 95) == 7
-    assert validation._percentile(Counter([5, 5, 5, 9]), 75) == 5
-    assert validation._percentile(Counter([5, 5, 5, 9]), 76) == 9
-    assert validation._percentile(Counter(range(1, 101)), 95) == 95
+    assert _percentile(Counter([4, 2, 3, 1]), 50) == 2
+    assert _percentile(Counter([1, 2, 3, 4]), 95) == 4
+    assert _percentile(Counter([7]), 95) == 7
+    assert _percentile(Counter([5, 5, 5, 9]), 75) == 5
+    assert _percentile(Counter([5, 5, 5, 9]), 76) == 9
+    assert _percentile(Counter(range(1, 101)), 95) == 95
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1000])
@@ -317,7 +323,7 @@ def test_tiny_chunks_give_the_same_report(
     data = b"\xef\xbb\xbf" + b"\n".join(lines)  # BOM, CRLF on the last line, no final newline
     path = write(tmp_path, data)
     expected = validate_file(path, checksum=True)
-    monkeypatch.setattr(validation, "_CHUNK", chunk)
+    monkeypatch.setattr(reading, "_CHUNK", chunk)
     assert validate_file(path, checksum=True) == expected
     assert where(expected) == [(33, "messages"), (34, "")]
     assert expected.examples == 31 and expected.lines == 35
@@ -333,7 +339,7 @@ def test_line_bookkeeping_matches_a_plain_reading(
     long_crlf = conv(("user", "x" * 300), ("assistant", "y")) + b"\r"
     lines = [GOOD, GOOD + b"\r", b"", b" \t " * 200, b"\r", GOOD_SYS, long_crlf, b"   ", GOOD + b"\r", GOOD]
     path = write(tmp_path, b"\n".join(lines) + b"\n")
-    monkeypatch.setattr(validation, "_CHUNK", chunk)
+    monkeypatch.setattr(reading, "_CHUNK", chunk)
     report = validate_file(path)
 
     crlf = [i for i, line in enumerate(lines, 1) if line.endswith(b"\r")]
@@ -409,8 +415,8 @@ def test_line_limit_is_exact(tmp_path: Path, content_len: int, terminator: bytes
 def test_skipping_long_lines_across_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, terminator: bytes
 ) -> None:
-    monkeypatch.setattr(validation, "_CHUNK", chunk)
-    monkeypatch.setattr(validation, "MAX_LINE_BYTES", 200)
+    monkeypatch.setattr(reading, "_CHUNK", chunk)
+    monkeypatch.setattr(checker, "MAX_LINE_BYTES", 200)
     long = b"q" * 201
     ok_long = conv(("user", "x" * 75), ("assistant", "y" * 40))
     assert len(ok_long) == 200  # exactly at the (patched) limit
@@ -483,19 +489,19 @@ def test_estimate_tokens_at_least_words_plus_template(messages: list[tuple[list[
     st.integers(1, 60),
 )
 def test_fast_path_agrees_with_the_detailed_check(pairs: list[tuple[str, str]], max_tokens: int) -> None:
-    messages = [validation._Message(role=r, content=c) for r, c in pairs]  # type: ignore[arg-type]
-    fast = validation._passes(messages, max_tokens)
-    problems, tokens, n_system, n_user, n_assistant = validation._check_conversation(messages, max_tokens)
+    messages = [schema.Message(role=r, content=c) for r, c in pairs]  # type: ignore[arg-type]
+    fast = rules.passes(messages, max_tokens)
+    problems, tokens, n_system, n_user, n_assistant = rules.check_conversation(messages, max_tokens)
     if fast is None:
         assert problems
     else:
         assert problems is None
         shape = 2 * len(messages) + n_system
-        assert fast == (tokens, shape, validation._fingerprint(messages))
+        assert fast == (tokens, shape, duplicates.content_fingerprint(messages))
         assert tokens == estimate_tokens(pairs)
         shapes = [0] * (shape + 1)
         shapes[shape] = 3
-        roles, turns = validation._role_counts(shapes)
+        roles, turns = rules.count_roles(shapes)
         assert roles == {"system": 3 * n_system, "user": 3 * n_user, "assistant": 3 * n_assistant}
         assert turns == {n_user: 3}
 
@@ -577,7 +583,7 @@ def reference_ok(line: bytes) -> bool:
 def test_mutations_never_raise_and_point_inside_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, middle: bytes, chunk: int
 ) -> None:
-    monkeypatch.setattr(validation, "_CHUNK", chunk)
+    monkeypatch.setattr(reading, "_CHUNK", chunk)
     data = GOOD + b"\n" + middle + b"\n" + GOOD_SYS + b"\n"
     path = write(tmp_path, data)
     report = validate_file(path, max_errors=5, checksum=True)
@@ -655,12 +661,12 @@ def test_other_warnings_come_first_then_duplicates(tmp_path: Path) -> None:
 def test_conversation_digest_matches_the_validator(tmp_path: Path) -> None:
     pairs = [("user", "Ça va? 😀"), ("assistant", "Oui\nmerci")]
     (train := tmp_path / "t.jsonl").write_bytes(conv(*pairs) + b"\n")
-    messages = [validation._Message(role=r, content=c) for r, c in pairs]  # type: ignore[arg-type]
-    assert conversation_digest(pairs) == hash(tuple(map(validation._astuple, messages)))
-    strict = validation._STRICT.decode(conv(*pairs)).messages
-    relaxed = validation._RELAXED.decode(conv(*pairs, source="web")).messages
-    assert conversation_digest(pairs) == hash(tuple(map(validation._astuple, strict)))
-    assert conversation_digest(pairs) == hash(tuple(map(validation._astuple, relaxed)))
+    messages = [schema.Message(role=r, content=c) for r, c in pairs]  # type: ignore[arg-type]
+    assert conversation_digest(pairs) == hash(tuple(map(astuple, messages)))
+    strict = schema.STRICT.decode(conv(*pairs)).messages
+    relaxed = schema.RELAXED.decode(conv(*pairs, source="web")).messages
+    assert conversation_digest(pairs) == hash(tuple(map(astuple, strict)))
+    assert conversation_digest(pairs) == hash(tuple(map(astuple, relaxed)))
     assert validate_pair(train, train).overlap == 1
 
 
@@ -954,8 +960,8 @@ def test_summary_longest_line_turns_and_roles(tmp_path: Path) -> None:
 
 
 def test_longest_line_counts_skipped_over_long_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(validation, "MAX_LINE_BYTES", 300)
-    monkeypatch.setattr(validation, "_CHUNK", 64)
+    monkeypatch.setattr(checker, "MAX_LINE_BYTES", 300)
+    monkeypatch.setattr(reading, "_CHUNK", 64)
     data = b"\n".join([GOOD, b"q" * 1000 + b"\r", b"w" * 400, GOOD_SYS]) + b"\n"
     report = validate_file(write(tmp_path, data))
     assert where(report) == [(2, ""), (3, "")]
@@ -1025,7 +1031,7 @@ def test_duplicates_and_overlap_match_a_plain_reference(
     val_file: tuple[bytes, list[list[tuple[str, str]] | None]],
     chunk: int,
 ) -> None:
-    monkeypatch.setattr(validation, "_CHUNK", chunk)
+    monkeypatch.setattr(reading, "_CHUNK", chunk)
     (train_data, train_rows), (val_data, val_rows) = train_file, val_file
     train = write(tmp_path, train_data, "train.jsonl")
     val = write(tmp_path, val_data, "val.jsonl")
@@ -1066,16 +1072,16 @@ def test_training_file_changed_before_read_back_is_no_match(tmp_path: Path) -> N
     train = write(tmp_path, GOOD + b"\n" + GOOD_SYS + b"\n", "train.jsonl")
     val = write(tmp_path, GOOD + b"\n", "val.jsonl")
     limits = {"max_tokens": 4096, "max_errors": 50, "min_examples": 1}
-    _, index = validation._validate(train, "train.jsonl", **limits)
+    _, index = checker._validate(train, "train.jsonl", **limits)
     train.write_bytes(b"[not json any more]\n" * 3)
-    report, val_index = validation._validate(val, "val.jsonl", against=index, **limits)
+    report, val_index = checker._validate(val, "val.jsonl", against=index, **limits)
     index.close()
     val_index.close()
     assert report.ok and report.overlap == 0 and not report.warnings
     train.unlink()  # unreadable altogether: still no crash
-    _, index = validation._validate(val, "train.jsonl", **limits)
+    _, index = checker._validate(val, "train.jsonl", **limits)
     (tmp_path / "val.jsonl").unlink()
-    report, _ = validation._validate(write(tmp_path, GOOD + b"\n", "v2.jsonl"), "v2", against=index, **limits)
+    report, _ = checker._validate(write(tmp_path, GOOD + b"\n", "v2.jsonl"), "v2", against=index, **limits)
     assert report.ok and report.overlap == 0
 
 

@@ -7,11 +7,11 @@ import logging
 import azure.durable_functions as df
 import azure.functions as func
 
-from backends.blob_store import check_blob_path, normalize_etag, quote_prefix, split_blob_url
 from backends.registry import current
 from core.models import BlobRef, RunRequest
 from core.naming import instance_id, is_dataset_blob
 from core.settings import get_settings
+from storage.blob_urls import check_blob_path, normalize_etag, quote_prefix, split_blob_url
 from triggers.start import StartOutcome, start_once
 
 bp = df.Blueprint()

@@ -29,13 +29,13 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from backends.base import DatasetStore
-from backends.blob_store import BlobStoreError, parse_blob_reference, quote_prefix
+from backends.base import BlobStoreError, DatasetStore
 from backends.registry import current
+from core.contracts import CANCEL_EVENT
 from core.models import BlobRef, Overrides, RunRequest
-from core.names import CANCEL_EVENT
 from core.naming import instance_id
 from core.settings import Settings, get_settings
+from storage.blob_urls import parse_blob_reference, quote_prefix
 from triggers.start import start_once
 
 bp = df.Blueprint()

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import azure.durable_functions as df
 
+from core.contracts import ORCHESTRATOR
 from core.models import RunRequest
-from core.names import ORCHESTRATOR
-from orchestrators.state import RunInput
+from orchestrators.run_input import RunInput
 
 log = logging.getLogger("triggers")
 

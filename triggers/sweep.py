@@ -8,7 +8,7 @@ import logging
 import azure.durable_functions as df
 import azure.functions as func
 
-from core.names import SWEEPER
+from core.contracts import SWEEPER
 from core.settings import get_settings
 
 bp = df.Blueprint()

@@ -1,9 +1,9 @@
-"""Check a chat JSONL dataset before uploading it: ``python -m core.validate FILE``.
+"""Check a chat JSONL dataset before uploading it: ``python -m core.validation FILE``.
 
 Usage::
 
-    python -m core.validate FILE [--validation FILE] [--json] [--tokenizer PATH]
-                                 [--max-tokens 4096] [--max-errors 50]
+    python -m core.validation FILE [--validation FILE] [--json] [--tokenizer PATH]
+                                   [--max-tokens 4096] [--max-errors 50]
 
 Runs the same validator as the pipeline's ``validate_dataset`` activity
 (:mod:`core.validation`) with the same rules, so exit code 0 means the pipeline will accept the
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m core.validate",
+        prog="python -m core.validation",
         description="Check chat JSONL (ultrachat_200k shape) before uploading it for fine-tuning.",
         epilog="Exit codes: 0 no errors, 1 errors found, 2 an input cannot be read.",
     )
