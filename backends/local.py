@@ -1,4 +1,4 @@
-"""The offline backend: the same protocols as backends/azureml.py, served by the local stack
+"""The offline backend: the same protocols as backends/azureml/, served by the local stack
 (localml/): a tiny Phi-3 fine-tuned on CPU in a background process, an MLflow registry, scoring
 servers behind an endpoint front, and a promptflow-devkit custom connection."""
 

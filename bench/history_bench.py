@@ -2,9 +2,9 @@
 
     python -m bench.history_bench [--quick] [--out FILE]
 
-Replays the real orchestrator through the project's replay harness (tests/replay.py: the host's
+Replays the real orchestrator through the project's replay harness (testing/replay.py: the host's
 side of the durable protocol, a simulated clock, continue-as-new) with the real activities running
-against the in-memory Azure of tests/fakes.py. The fine-tuning job stays Running for as many polls
+against the in-memory Azure of testing/fakes.py. The fine-tuning job stays Running for as many polls
 as the default job PollPolicy (60 s, x1.5 backoff, capped at 600 s) makes in 1 h, 24 h and 72 h of
 monitoring (deadline raised to 100 h), then completes; the run goes on to register and deploy.
 
@@ -71,8 +71,8 @@ def scenario(hours: float, handler: Any, activities: dict[str, Any]) -> dict[str
     from core.models import RunRequest
     from core.settings import Settings
     from orchestrators.run_input import RunInput
-    from tests.fakes import FakeAzure, ultrachat_lines
-    from tests.replay import Replayer
+    from testing.fakes import FakeAzure, ultrachat_lines
+    from testing.replay import Replayer
 
     config = Settings(BACKEND="local").run_config()
     policy = config.job_poll.model_copy(update={"deadline_s": DEADLINE_S})
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_seconds": round(elapsed, 1),
             "machine": machine,
             "method": {
-                "harness": "tests/replay.py Replayer; the real orchestrator and activities against "
-                "tests/fakes.py FakeAzure",
+                "harness": "testing/replay.py Replayer; the real orchestrator and activities against "
+                "testing/fakes.py FakeAzure",
                 "job_poll": "default PollPolicy from core.settings (deadline raised to 100 h); the job "
                 "is Running for every poll until the monitored time has passed, then Completed",
                 "events_per_instance": "max history events of one generation (what the host replays)",

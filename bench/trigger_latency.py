@@ -49,10 +49,10 @@ def _seen(base_url: str, run_id: str, deadline_s: float = 30.0) -> float:
 def measure(uploads: int) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from core.naming import instance_id
-    from tests.test_e2e_offline import DevHost
+    from testing.devhost_subprocess import DevHostProcess
 
     with tempfile.TemporaryDirectory(prefix="trigger-bench-") as tmp:
-        host = DevHost(Path(tmp))
+        host = DevHostProcess(Path(tmp), {})
         host.start()
         try:
             blob, http = [], []

@@ -343,7 +343,7 @@ var notifyWebhookUrlReference = empty(notifyWebhookUrlSecretName) ? '' : '@Micro
 var notifyWebhookSecretReference = empty(notifyWebhookSecretName) ? '' : '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${notifyWebhookSecretName})'
 
 // The app's own settings: exactly the fields of core/settings.py's Settings that matter in Azure
-// (tests/test_infra.py keeps this in sync both ways). Values are strings, as app settings are.
+// (tests/infra/test_infra.py keeps this in sync both ways). Values are strings, as app settings are.
 var appSettings = {
   BACKEND: 'azureml'
   TASK_HUB_NAME: taskHubName
@@ -351,7 +351,7 @@ var appSettings = {
   // Empty = DATASETS_CONTAINER only: the containers POST /api/runs accepts (anything else is a 400).
   DATASET_CONTAINERS: datasetContainers
   // Identity-based datasets connection (blob trigger `connection="DatasetsStorage"` and
-  // backends/blob_store.py): the account name gives the host both the blob and the queue endpoint
+  // storage/blob_store.py): the account name gives the host both the blob and the queue endpoint
   // (the trigger's poison queue); no connection string.
   DatasetsStorage__accountName: storage.outputs.datasetsAccountName
   DatasetsStorage__credential: 'managedidentity'

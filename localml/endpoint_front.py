@@ -39,7 +39,8 @@ KEY_FILE = "key"
 FRONT_RECORD_FILE = "front.json"
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 # Azure's managed deployments default to a 5 s request timeout; ours is raised to 90 s for
-# generation (backends/azureml.py). Stay under the LocalServing client's 60 s+ so the caller sees 408.
+# generation (backends/azureml/serving.py). Stay under the LocalServing client's 60 s+ so the
+# caller sees 408.
 FORWARD_TIMEOUT_S = 58.0
 
 

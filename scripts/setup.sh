@@ -52,7 +52,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# Infra checks (tests/test_infra.py): checkov + its pycep-parser in their own venv, never in .venv
+# Infra checks (tests/infra/test_infra.py): checkov + its pycep-parser in their own venv, never in .venv
 # (checkov pins packaging/networkx/cachetools older than the app's). Reinstalled when
 # requirements-infra.txt changes.
 infra_want="$(sha256sum requirements-infra.txt | cut -c1-16)"

@@ -18,9 +18,9 @@ from core.contracts import ORCHESTRATOR
 from core.models import RunRequest
 from core.settings import Settings
 from orchestrators.run_input import RunInput
-from tests.fakes import FakeAzure, ultrachat_lines
+from testing.fakes import FakeAzure, ultrachat_lines
 
-pytest_plugins = ["tests.azurite", "tests.azureml_emulator"]
+pytest_plugins = ["testing.azurite_fixtures", "testing.azureml_fixtures"]
 
 
 def _functions() -> dict[str, Any]:

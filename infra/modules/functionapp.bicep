@@ -1,6 +1,6 @@
 // The Function App: Flex Consumption (FC1, Linux), Python 3.11, running as the user-assigned
 // identity. Every connection is identity-based; no app setting holds a key or a connection string
-// built from one (tests/test_infra.py checks both). Secrets the app itself reads (the completion
+// built from one (tests/infra/test_infra.py checks both). Secrets the app itself reads (the completion
 // webhook's URL and signing key) are Key Vault references, resolved as the same identity
 // (keyVaultReferenceIdentity below; Key Vault Secrets User in roles.bicep).
 //
@@ -65,7 +65,7 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
-// Host-owned settings (tests/test_infra.py HOST_OWNED lists them): identity-based host storage and
+// Host-owned settings (tests/infra/test_infra.py HOST_OWNED lists them): identity-based host storage and
 // Application Insights with Entra ID authentication. Only parameters here: the appSettings loop
 // below must be computable when the deployment starts (Bicep BCP178).
 var hostSettings = {
