@@ -34,6 +34,7 @@ from core.models import (
 )
 from core.preflight import PreflightCheck, PreflightReport
 from core.turns import Turn, TurnAnswer
+from storage.blob_urls import normalize_etag
 
 SECRET_KEY = "fAkE-EnDpOiNt-KeY-3f9d2c71b6a04e8d"
 SCORING_URI = "https://phi3-ft-endpoint.eastus2.inference.ml.azure.com/score"
@@ -227,7 +228,7 @@ class FakeAzure:
         key = (blob.container, blob.name)
         if key not in self.blobs:
             raise FileNotFoundError(f"blob not found: {blob.path}")
-        if blob.etag and blob.etag != self.etags[key]:
+        if blob.etag and normalize_etag(blob.etag) != normalize_etag(self.etags[key]):
             from backends.base import BlobChangedError
 
             raise BlobChangedError(

@@ -10,7 +10,8 @@ The ONLY package in the project that imports `azure.ai.ml`. It implements `Train
 - `serving`: endpoints, deployments, traffic and scoring (`AzureServing`);
 - `connection`: the Prompt flow custom connection (`AzureConnections`);
 - `preflight`: registry lookup, allow-lists, VM sizes and quota, endpoint owner (`AzurePreflight`);
-- `backend`: `AzureMLBackend`, the four behind one object.
+- `backend`: `AzureMLBackend`, the four concerns over one workspace (`training`, `serving`,
+  `connections`, `checks`).
 
 Rules kept throughout:
 - Every call that starts long work (job submit, endpoint/deployment create, deployment delete,

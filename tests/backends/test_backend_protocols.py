@@ -1,11 +1,13 @@
 """The promises backends/base.py writes down, checked on every implementation of each protocol.
 
-Training, serving and connections: the offline backend (localml) and the Azure ML backend driven
-through the real azure-ai-ml SDK against the Azure ML emulator, both built by `backends.registry`
-as the app builds them. Datasets and release turns: the blob store and the blob turn store on
-Azurite. What one implementation alone does (request bodies, processes, files) is tested in its
-own suite (test_azureml_contract.py, test_local_*.py, test_blob_store.py, test_turn_store.py);
-here only what a caller of the protocol may rely on.
+Training, serving and connections: the offline backend (localml), the Azure ML backend driven
+through the real azure-ai-ml SDK against the Azure ML emulator (both built by `backends.registry`
+as the app builds them), and the in-memory Azure the replay tests run against (testing/fakes.py),
+which must keep the same promises or the replay tests prove things about no real backend.
+Datasets and release turns: the blob store and the blob turn store on Azurite, and the fake. What
+one implementation alone does (request bodies, processes, files) is tested in its own suite
+(test_azureml_contract.py, test_local_*.py, test_blob_store.py, test_turn_store.py); here only
+what a caller of the protocol may rely on.
 
 Fixtures are module-scoped (one run dir, one emulator world, one container); each test uses names
 of its own, so the tests do not see each other.
@@ -40,11 +42,12 @@ from core.models import BlobRef, FineTuneSpec, Hyperparameters, ModelRef, Provis
 from core.naming import APP_TAG, CREATED_BY_TAG
 from core.settings import Settings
 from storage.blob_store import BlobDatasetStore
+from testing.fakes import FakeAzure
 
 PS = ProvisioningState
 OURS = {CREATED_BY_TAG: APP_TAG}
 NO_STORAGE = "the backend protocol tests"
-BACKENDS = ["local", "azureml"]
+BACKENDS = ["local", "azureml", "fake"]
 
 
 def wait_for(read: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout_s: float = 30.0) -> Any:
@@ -75,6 +78,13 @@ def local_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend
 def azureml_backends(aml_module_world: World) -> Backends:
     """The Azure ML backend as function_app builds it, on a fresh emulator world for this module."""
     return registry.build(Settings(), storage=NO_STORAGE)
+
+
+@pytest.fixture(scope="module")
+def fake_backends() -> Backends:
+    """The in-memory Azure the replay tests run the real activities against: it must keep the
+    same promises, or the replay tests prove things about a backend that does not exist."""
+    return FakeAzure().backends()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -190,9 +200,12 @@ def container(blob_service: BlobServiceClient) -> Iterator[str]:
     blob_service.delete_container(name)
 
 
-@pytest.fixture(scope="module")
-def datasets(blob_service: BlobServiceClient) -> DatasetStore:
-    return BlobDatasetStore(blob_service)
+@pytest.fixture(scope="module", params=["blob", "fake"])
+def datasets(request: pytest.FixtureRequest) -> DatasetStore:
+    """The blob store on Azurite, and the replay tests' in-memory one."""
+    if request.param == "fake":
+        return FakeAzure()
+    return BlobDatasetStore(request.getfixturevalue("blob_service"))
 
 
 def upload(store: DatasetStore, container: str, name: str, data: bytes, tmp_path: Path) -> BlobRef:
@@ -201,7 +214,7 @@ def upload(store: DatasetStore, container: str, name: str, data: bytes, tmp_path
     return store.upload(src, BlobRef(container=container, name=name))
 
 
-def test_the_blob_store_implements_the_protocol(datasets: DatasetStore) -> None:
+def test_the_store_implements_the_protocol(datasets: DatasetStore) -> None:
     assert isinstance(datasets, DatasetStore)
 
 
@@ -263,12 +276,15 @@ def test_a_changed_blob_raises_the_seams_blob_changed_error(
 # --------------------------------------------------------------------------- TurnStore
 
 
-@pytest.fixture(scope="module")
-def turns(blob_service: BlobServiceClient, container: str) -> TurnStore:
-    return BlobTurnStore(blob_service, container)
+@pytest.fixture(scope="module", params=["blob", "fake"])
+def turns(request: pytest.FixtureRequest) -> TurnStore:
+    """The blob turn store on Azurite, and the replay tests' in-memory one."""
+    if request.param == "fake":
+        return FakeAzure()
+    return BlobTurnStore(request.getfixturevalue("blob_service"), request.getfixturevalue("container"))
 
 
-def test_the_blob_turn_store_implements_the_protocol(turns: TurnStore) -> None:
+def test_the_turn_store_implements_the_protocol(turns: TurnStore) -> None:
     assert isinstance(turns, TurnStore)
 
 
@@ -294,8 +310,7 @@ def test_take_renew_and_give_back(turns: TurnStore) -> None:
 
 def test_an_expired_turn_goes_to_the_next_asker(turns: TurnStore) -> None:
     endpoint = unique("phi3-turn")
-    assert turns.take(endpoint, "run-a", 0.01).granted
-    time.sleep(0.05)
+    assert turns.take(endpoint, "run-a", 0).granted  # a turn of 0 s has expired by the next ask
     answer = turns.take(endpoint, "run-b", 600)
     assert answer.granted and answer.holder == "run-b"
     assert turns.give_back(endpoint, "run-a") is False

@@ -86,16 +86,18 @@ def test_upload_to_answer_through_the_azure_code_path(host: AzureHost, workspace
 
     # The workspace, read through the real SDK: the job ran, its model is registered once with the
     # run's lineage, the endpoint sends all traffic to the new deployment, the connection is written.
-    assert workspace.get_job(out["job"]).state.value == "Completed"
+    assert workspace.training.get_job(out["job"]).state.value == "Completed"
     models = [
-        (ref, tags) for ref, tags in workspace.list_models(APP_TAG) if tags.get("instance-id") == run_id
+        (ref, tags)
+        for ref, tags in workspace.training.list_models(APP_TAG)
+        if tags.get("instance-id") == run_id
     ]
     assert [ref.model_dump() for ref, _ in models] == [out["model"]]
     assert models[0][1]["dataset-blob"] == "datasets/azure/chats.jsonl"
-    live = workspace.get_endpoint(endpoint)
+    live = workspace.serving.get_endpoint(endpoint)
     assert live.state is ProvisioningState.SUCCEEDED and live.traffic == {out["deployment"]: 100}
-    assert workspace.connection_exists("phi3-finetuned")
-    assert workspace.loss_history(out["job"]).train, "the job's MLflow loss curve is read back"
+    assert workspace.connections.connection_exists("phi3-finetuned")
+    assert workspace.training.loss_history(out["job"]).train, "the job's MLflow loss curve is read back"
 
     # The flow answers through the connection, read from the workspace as on Azure.
     answer = ask_flow("How do I descale the K2?", flow_env(host.run_dir, azure=True), azure=True)
@@ -118,7 +120,7 @@ def test_a_worse_retrain_is_rejected_and_the_live_deployment_kept(host: AzureHos
     endpoint = default_endpoint_name(
         env["AZURE_SUBSCRIPTION_ID"], env["AZURE_RESOURCE_GROUP"], env["AZUREML_WORKSPACE"]
     )
-    before = workspace.get_endpoint(endpoint)
+    before = workspace.serving.get_endpoint(endpoint)
     [live] = [d for d, share in before.traffic.items() if share == 100]
 
     body = {
@@ -134,9 +136,11 @@ def test_a_worse_retrain_is_rejected_and_the_live_deployment_kept(host: AzureHos
     assert out["status"] == "rejected_by_evaluation", out
     ev = out["evaluation"]
     assert ev["live"]["deployment"] == live and ev["new"]["score"] < ev["live"]["score"] - ev["tolerance"]
-    after = workspace.get_endpoint(endpoint)
+    after = workspace.serving.get_endpoint(endpoint)
     assert after.traffic == {live: 100}
-    assert [d.name for d in workspace.list_deployments(endpoint)] == [live]
-    [(_, tags)] = [(r, t) for r, t in workspace.list_models(APP_TAG) if t.get("instance-id") == run_id]
+    assert [d.name for d in workspace.serving.list_deployments(endpoint)] == [live]
+    [(_, tags)] = [
+        (r, t) for r, t in workspace.training.list_models(APP_TAG) if t.get("instance-id") == run_id
+    ]
     assert tags["eval-verdict"] == "rejected"
     assert json.dumps(out).count("Bearer") == 0

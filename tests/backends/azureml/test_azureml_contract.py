@@ -112,14 +112,14 @@ def complete_job(world: World, backend: AzureMLBackend, name: str = JOB) -> None
     for _ in range(10):
         if world.jobs[(ws(world), name)].status == "Completed":
             return
-        backend._ml.jobs.get(name)
+        backend.workspace.ml.jobs.get(name)
     raise AssertionError(f"job {name} never completed: {world.jobs[(ws(world), name)].status}")
 
 
 def create_model(
     backend: AzureMLBackend, name: str, version: str, tags: dict[str, str] | None = None
 ) -> None:
-    backend._ml.models.create_or_update(
+    backend.workspace.ml.models.create_or_update(
         Model(
             name=name,
             version=version,
@@ -226,8 +226,8 @@ def test_building_the_backend_sends_nothing_and_azure_client_id_picks_the_identi
     backend = build(aml_settings)
     assert not aml_world.requests, "no credential, client or token before a method needs the service"
 
-    backend.get_endpoint("phi3-ft-missing")
-    AzureMLBackend(aml_settings.model_copy(update={"AZURE_CLIENT_ID": USER_CLIENT_ID})).get_endpoint(
+    backend.serving.get_endpoint("phi3-ft-missing")
+    AzureMLBackend(aml_settings.model_copy(update={"AZURE_CLIENT_ID": USER_CLIENT_ID})).serving.get_endpoint(
         "phi3-ft-missing"
     )
 
@@ -244,7 +244,7 @@ def test_building_the_backend_sends_nothing_and_azure_client_id_picks_the_identi
 def test_submit_puts_a_finetuning_job_on_the_latest_base_model(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
-    assert aml_backend.submit_finetune(spec()) == JOB
+    assert aml_backend.training.submit_finetune(spec()) == JOB
 
     assert requests_to(aml_world, "PUT", f"/jobs/{JOB}") == [f"{aml_world.ws_id(ws(aml_world))}/jobs/{JOB}"]
     props = job_properties(aml_world)
@@ -269,7 +269,7 @@ def test_submit_puts_a_finetuning_job_on_the_latest_base_model(
 
 
 def test_submit_uses_a_pinned_base_model_version_as_is(aml_world: World, aml_backend: AzureMLBackend) -> None:
-    aml_backend.submit_finetune(spec(base_model_version="14"))
+    aml_backend.training.submit_finetune(spec(base_model_version="14"))
 
     uri = job_properties(aml_world)["fineTuningDetails"]["model"]["uri"]
     assert uri == f"azureml://registries/azureml/models/{PHI3}/versions/14"
@@ -279,10 +279,10 @@ def test_submit_uses_a_pinned_base_model_version_as_is(aml_world: World, aml_bac
 def test_submitting_the_same_spec_twice_creates_one_job(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
-    first = aml_backend.submit_finetune(spec())
-    again = aml_backend.submit_finetune(spec())
+    first = aml_backend.training.submit_finetune(spec())
+    again = aml_backend.training.submit_finetune(spec())
     complete_job(aml_world, aml_backend)
-    after_completion = aml_backend.submit_finetune(spec())
+    after_completion = aml_backend.training.submit_finetune(spec())
 
     assert first == again == after_completion == JOB
     assert len(requests_to(aml_world, "PUT", f"/jobs/{JOB}")) == 1
@@ -293,7 +293,7 @@ def test_submit_of_an_unknown_base_model_raises_and_creates_nothing(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
     with pytest.raises(HttpResponseError) as raised:
-        aml_backend.submit_finetune(spec(base_model_name="Phi-3-nonexistent-instruct"))
+        aml_backend.training.submit_finetune(spec(base_model_name="Phi-3-nonexistent-instruct"))
 
     assert raised.value.status_code == 404
     assert "Phi-3-nonexistent-instruct" in str(raised.value)
@@ -305,7 +305,7 @@ def test_submit_of_an_unknown_task_raises_before_any_put(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
     with pytest.raises(ValueError, match="unknown fine-tuning task"):
-        aml_backend.submit_finetune(spec().model_copy(update={"task": "Summarization-ish"}))
+        aml_backend.training.submit_finetune(spec().model_copy(update={"task": "Summarization-ish"}))
     assert not aml_world.jobs
 
 
@@ -318,7 +318,7 @@ def submit(
     """Job `name` scripted to go through `statuses`, submitted on a pinned base model. The World moves a
     job one status per GET, and azure-ai-ml's `jobs.get` of a fine-tuning job is two GETs."""
     world.script_job(name, JobScript(statuses=statuses, error=error))
-    backend.submit_finetune(spec(job_name=name, base_model_version="15"))
+    backend.training.submit_finetune(spec(job_name=name, base_model_version="15"))
 
 
 def test_a_running_job_is_described_not_registered_and_a_failed_cancel_raises(
@@ -330,13 +330,13 @@ def test_a_running_job_is_described_not_registered_and_a_failed_cancel_raises(
     # azure-core does not retry a POST answered 502, so the server error reaches the backend at once.
     aml_world.inject(Fault(path=cancel, method="POST", status=502, code="BadGateway"))
 
-    info = aml_backend.get_job(JOB)
+    info = aml_backend.training.get_job(JOB)
     with pytest.raises(RuntimeError, match="is Running, not Completed"):
-        aml_backend.register_model(JOB, PREFIX, {"run": "r1"})
+        aml_backend.training.register_model(JOB, PREFIX, {"run": "r1"})
     cancels = []
     for _ in range(2):
         with pytest.raises(HttpResponseError) as raised:
-            aml_backend.cancel_job(JOB)
+            aml_backend.training.cancel_job(JOB)
         cancels.append(raised.value.status_code)
 
     assert info == JobInfo(
@@ -350,7 +350,7 @@ def test_a_running_job_is_described_not_registered_and_a_failed_cancel_raises(
     assert cancels == [403, 502]
     assert not aml_world.jobs[(ws(aml_world), JOB)].canceled
     with pytest.raises(ResourceNotFoundError):
-        aml_backend.get_job("ft-never-submitted-finetune")
+        aml_backend.training.get_job("ft-never-submitted-finetune")
 
 
 def test_a_failed_jobs_error_is_short_and_scrubbed_else_a_fallback(
@@ -362,9 +362,9 @@ def test_a_failed_jobs_error_is_short_and_scrubbed_else_a_fallback(
     )
     submit(aml_world, aml_backend, JOB, "Failed", error=("UserError", message))
 
-    info = aml_backend.get_job(JOB)
+    info = aml_backend.training.get_job(JOB)
     aml_world.inject(Fault(path=f"/runs/{JOB}/details", status=403, code="AuthorizationFailed"))
-    unreadable = aml_backend.get_job(JOB)
+    unreadable = aml_backend.training.get_job(JOB)
 
     assert info.state is JobState.FAILED
     assert info.error is not None
@@ -390,7 +390,7 @@ def test_cancel_sends_nothing_for_a_job_that_is_ending_or_gone(
         submit(aml_world, aml_backend, name, status)
 
     for name in [*names, "ft-never-submitted-finetune"]:
-        aml_backend.cancel_job(name)
+        aml_backend.training.cancel_job(name)
 
     assert not requests_to(aml_world, "POST", "/cancel")
     assert tuple(aml_world.jobs[(ws(aml_world), n)].status for n in names) == statuses
@@ -411,7 +411,7 @@ def test_cancel_racing_the_jobs_completion_is_no_error(aml_world: World, aml_bac
         )
     )
 
-    aml_backend.cancel_job(JOB)
+    aml_backend.training.cancel_job(JOB)
 
     assert not aml_world.faults
     job = aml_world.jobs[(ws(aml_world), JOB)]
@@ -439,10 +439,10 @@ def test_register_adopts_the_version_its_job_registered_among_others(
         },
     )
     submit(aml_world, aml_backend, JOB, "Completed")
-    aml_backend.get_job(JOB)  # completed: the job registers its output as version 2
+    aml_backend.training.get_job(JOB)  # completed: the job registers its output as version 2
 
-    first = aml_backend.register_model(JOB, "a-name-of-our-own", {"run": "r1"})
-    again = aml_backend.register_model(JOB, "a-name-of-our-own", {"run": "r1"})
+    first = aml_backend.training.register_model(JOB, "a-name-of-our-own", {"run": "r1"})
+    again = aml_backend.training.register_model(JOB, "a-name-of-our-own", {"run": "r1"})
 
     assert first == again == ModelRef(name=PREFIX, version="2")
     assert world_model(aml_world, PREFIX, "2")["tags"] == {"run": "r1", "job_name": JOB}
@@ -470,11 +470,11 @@ def test_register_from_the_job_output_finds_its_own_version_on_a_retry(
     submit(aml_world, aml_backend, JOB, "Completed")
     # A job whose output is not auto-registered (no assetName): the backend registers it itself.
     aml_world.jobs[(ws(aml_world), JOB)].body["properties"]["outputs"]["registered_model"].pop("assetName")
-    aml_backend.get_job(JOB)
+    aml_backend.training.get_job(JOB)
     lineage = {"dataset": "datasets/chat.jsonl@0x1", "instance_id": "ft-0123456789abcdef"}
 
-    first = aml_backend.register_model(JOB, "phi3-manual", lineage)
-    again = aml_backend.register_model(JOB, "phi3-manual", lineage)
+    first = aml_backend.training.register_model(JOB, "phi3-manual", lineage)
+    again = aml_backend.training.register_model(JOB, "phi3-manual", lineage)
 
     assert first == again == ModelRef(name="phi3-manual", version="2")
     props = world_model(aml_world, "phi3-manual", "2")
@@ -499,27 +499,27 @@ BLOB = BlobRef(
 def test_data_uri_through_the_datastore(aml_world: World, aml_settings: Settings) -> None:
     backend = AzureMLBackend(aml_settings.model_copy(update={"AZUREML_DATASTORE": "datasets"}))
 
-    uri = backend.data_uri(BLOB)
+    uri = backend.training.data_uri(BLOB)
 
     assert uri == f"azureml://datastores/datasets/paths/{BLOB.name}"
     assert not aml_world.requests, "data_uri reads nothing from the service"
     # ... and the service takes it as the job's training data.
-    backend.submit_finetune(spec(training_data=uri))
+    backend.training.submit_finetune(spec(training_data=uri))
     assert job_properties(aml_world)["fineTuningDetails"]["trainingData"]["uri"] == uri
 
 
 def test_data_uri_without_a_datastore_is_the_blob_url(aml_world: World, aml_settings: Settings) -> None:
     backend = AzureMLBackend(aml_settings.model_copy(update={"AZUREML_DATASTORE": None}))
 
-    assert backend.data_uri(BLOB) == BLOB.url
-    backend.submit_finetune(spec(validation_data=backend.data_uri(BLOB)))
+    assert backend.training.data_uri(BLOB) == BLOB.url
+    backend.training.submit_finetune(spec(validation_data=backend.training.data_uri(BLOB)))
     assert job_properties(aml_world)["fineTuningDetails"]["validationData"]["uri"] == BLOB.url
 
 
 def test_data_uri_without_a_datastore_or_url_raises(aml_settings: Settings) -> None:
     backend = AzureMLBackend(aml_settings.model_copy(update={"AZUREML_DATASTORE": None}))
     with pytest.raises(ValueError, match=re.escape("datasets/chats/x.jsonl")):
-        backend.data_uri(BlobRef(container="datasets", name="chats/x.jsonl"))
+        backend.training.data_uri(BlobRef(container="datasets", name="chats/x.jsonl"))
 
 
 # --------------------------------------------------------------------------- loss_history
@@ -527,10 +527,10 @@ def test_data_uri_without_a_datastore_or_url_raises(aml_settings: Settings) -> N
 
 def test_loss_history_of_a_completed_job(aml_world: World, aml_backend: AzureMLBackend) -> None:
     aml_world.script_job(JOB, JobScript(loss=(3.0, 2.5, 2.25, 2.0, 1.75), eval_loss=(3.25, 2.75, 2.5)))
-    aml_backend.submit_finetune(spec())
+    aml_backend.training.submit_finetune(spec())
     complete_job(aml_world, aml_backend)
 
-    history = aml_backend.loss_history(JOB)
+    history = aml_backend.training.loss_history(JOB)
 
     # `train_loss` (logged once, at the end) yields to the per-step `loss` curve.
     assert history.train == [
@@ -551,7 +551,7 @@ def test_loss_history_of_a_completed_job(aml_world: World, aml_backend: AzureMLB
 def test_loss_history_takes_the_longest_curve_of_the_pipeline_steps(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
-    aml_backend.submit_finetune(spec())
+    aml_backend.training.submit_finetune(spec())
     complete_job(aml_world, aml_backend)
     # A pipeline step of the job (any depth) is tagged with the job's run id as root run.
     step = f"{JOB}-train-step"
@@ -561,7 +561,7 @@ def test_loss_history_takes_the_longest_curve_of_the_pipeline_steps(
     aml_world.metrics["other-step"] = {"loss": [(i, i, 9.0) for i in range(1, 20)]}
     aml_world.run_tags["other-step"] = {"mlflow.rootRunId": "another-job"}
 
-    history = aml_backend.loss_history(JOB)
+    history = aml_backend.training.loss_history(JOB)
 
     assert [p.step for p in history.train] == list(range(1, 9))
     assert history.train[0] == MetricPoint(step=1, value=1.9)
@@ -572,20 +572,20 @@ def test_loss_history_of_a_job_without_an_mlflow_run_is_empty(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
     aml_world.script_job(JOB, JobScript(statuses=("Queued",)))
-    aml_backend.submit_finetune(spec())
-    aml_backend._ml.jobs.get(JOB)
+    aml_backend.training.submit_finetune(spec())
+    aml_backend.workspace.ml.jobs.get(JOB)
     assert aml_world.jobs[(ws(aml_world), JOB)].status == "Queued"
 
-    assert aml_backend.loss_history(JOB) == LossHistory()
-    assert aml_backend.loss_history("ft-never-submitted-finetune") == LossHistory()
+    assert aml_backend.training.loss_history(JOB) == LossHistory()
+    assert aml_backend.training.loss_history("ft-never-submitted-finetune") == LossHistory()
 
 
 def test_loss_history_asks_for_a_token_of_the_clouds_resource_manager(
     aml_server: EmulatorServer, aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
-    aml_backend.submit_finetune(spec())
+    aml_backend.training.submit_finetune(spec())
     complete_job(aml_world, aml_backend)
-    aml_backend.loss_history(JOB)
+    aml_backend.training.loss_history(JOB)
 
     audiences = {
         parse_qs(urlsplit(p).query)["resource"][0].rstrip("/")
@@ -600,7 +600,7 @@ def test_loss_history_rejects_a_malformed_job_name(
     aml_world: World, aml_backend: AzureMLBackend, name: str
 ) -> None:
     with pytest.raises(ValueError, match="not an Azure ML job name"):
-        aml_backend.loss_history(name)
+        aml_backend.training.loss_history(name)
     assert not [p for _, p in aml_world.requests if "/mlflow/" in p]
 
 
@@ -609,12 +609,12 @@ def test_loss_history_transient_fault_propagates_scrubbed(
 ) -> None:
     # mlflow's own HTTP retries (7, exponential backoff) would take minutes: configure them off.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    aml_backend.submit_finetune(spec())
+    aml_backend.training.submit_finetune(spec())
     complete_job(aml_world, aml_backend)
     aml_world.inject(Fault(path="/api/2.0/mlflow/metrics/get-history", status=503, times=5))
 
     with pytest.raises(MlflowException) as raised:
-        aml_backend.loss_history(JOB)
+        aml_backend.training.loss_history(JOB)
 
     assert "metrics/get-history" in str(raised.value)
     assert "503" in str(raised.value), "the cause survives the cut (mlflow's message ends with it)"
@@ -642,7 +642,7 @@ def test_loss_history_picks_each_curve_by_its_metric_name_and_sorts_it(
         aml_world.metrics[run] = {"loss": [(2, 2, 1.0), (1, 1, 2.0)], name: [(2, 2, 1.2), (1, 1, 2.1)]}
     aml_world.metrics["ft-accuracy-only"] = {"accuracy": [(1, 1, 0.5)]}
 
-    assert aml_backend.loss_history(JOB) == LossHistory(
+    assert aml_backend.training.loss_history(JOB) == LossHistory(
         train=[
             MetricPoint(step=10, value=2.2),
             MetricPoint(step=20, value=1.5),
@@ -654,15 +654,15 @@ def test_loss_history_picks_each_curve_by_its_metric_name_and_sorts_it(
             MetricPoint(step=30, value=1.3),
         ],
     )
-    assert aml_backend.loss_history("ft-per-step-train-loss") == LossHistory(
+    assert aml_backend.training.loss_history("ft-per-step-train-loss") == LossHistory(
         train=[MetricPoint(step=1, value=1.0), MetricPoint(step=2, value=0.9)]
     )
     for run in others:
-        assert aml_backend.loss_history(run) == LossHistory(
+        assert aml_backend.training.loss_history(run) == LossHistory(
             train=[MetricPoint(step=1, value=2.0), MetricPoint(step=2, value=1.0)],
             validation=[MetricPoint(step=1, value=2.1), MetricPoint(step=2, value=1.2)],
         )
-    assert aml_backend.loss_history("ft-accuracy-only") == LossHistory()
+    assert aml_backend.training.loss_history("ft-accuracy-only") == LossHistory()
     workspace = f"/workspaces/{ws(aml_world)}"
     assert len(requests_to(aml_world, "GET", workspace)) == 1, "the tracking URI is read once"
 
@@ -672,9 +672,9 @@ def test_loss_history_error_that_echoes_the_token_is_scrubbed(
 ) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     aml_world.metrics[JOB] = {"loss": [(1, 1, 2.0)]}
-    aml_backend.loss_history(JOB)
+    aml_backend.training.loss_history(JOB)
     # The token the MLflow requests carry (DefaultAzureCredential's cached one), echoed by a leaky server.
-    token = aml_backend._cred().get_token(arm_scope()).token
+    token = aml_backend.workspace.credential().get_token(arm_scope()).token
     aml_world.inject(
         Fault(
             path="/api/2.0/mlflow/runs/get",
@@ -685,7 +685,7 @@ def test_loss_history_error_that_echoes_the_token_is_scrubbed(
     )
 
     with pytest.raises(MlflowException) as denied:
-        aml_backend.loss_history(JOB)
+        aml_backend.training.loss_history(JOB)
 
     text = str(denied.value) + repr(denied.value.args)
     assert "PERMISSION_DENIED" in text and "bad token" in text, "the service's answer is kept..."
@@ -700,7 +700,7 @@ def test_set_model_tags_merges_into_the_version(aml_world: World, aml_backend: A
     create_model(aml_backend, PREFIX, "1", {**OURS, "run_id": "r1", "job_name": "j1"})
     uri = world_model(aml_world, PREFIX, "1")["modelUri"]
 
-    aml_backend.set_model_tags(ModelRef(name=PREFIX, version="1"), {"run_id": "r2", "stage": "live"})
+    aml_backend.training.set_model_tags(ModelRef(name=PREFIX, version="1"), {"run_id": "r2", "stage": "live"})
 
     props = world_model(aml_world, PREFIX, "1")
     assert props["tags"] == {**OURS, "run_id": "r2", "job_name": "j1", "stage": "live"}
@@ -712,7 +712,7 @@ def test_set_model_tags_with_nothing_new_sends_no_put(aml_world: World, aml_back
     create_model(aml_backend, PREFIX, "1", {**OURS, "stage": "live"})
     puts = len(requests_to(aml_world, "PUT", f"/models/{PREFIX}/versions/1"))
 
-    aml_backend.set_model_tags(ModelRef(name=PREFIX, version="1"), {"stage": "live"})
+    aml_backend.training.set_model_tags(ModelRef(name=PREFIX, version="1"), {"stage": "live"})
 
     assert len(requests_to(aml_world, "PUT", f"/models/{PREFIX}/versions/1")) == puts
 
@@ -720,7 +720,7 @@ def test_set_model_tags_with_nothing_new_sends_no_put(aml_world: World, aml_back
 def test_set_model_tags_of_a_missing_version_raises(aml_world: World, aml_backend: AzureMLBackend) -> None:
     create_model(aml_backend, PREFIX, "1")
     with pytest.raises(ResourceNotFoundError):
-        aml_backend.set_model_tags(ModelRef(name=PREFIX, version="7"), {"stage": "live"})
+        aml_backend.training.set_model_tags(ModelRef(name=PREFIX, version="7"), {"stage": "live"})
     assert "7" not in aml_world.models[(ws(aml_world), PREFIX)]
 
 
@@ -733,18 +733,18 @@ def test_list_models_returns_this_apps_active_versions_in_version_order(
     create_model(aml_backend, "another-model", "1", {**OURS})
     create_model(aml_backend, "untagged-model", "1")
 
-    found = aml_backend.list_models(APP_TAG)
+    found = aml_backend.training.list_models(APP_TAG)
 
     assert found == [
         (ModelRef(name="another-model", version="1"), OURS),
         (ModelRef(name=PREFIX, version="2"), {**OURS, "run_id": "r2"}),
         (ModelRef(name=PREFIX, version="10"), {**OURS, "run_id": "r10"}),
     ]
-    assert aml_backend.list_models("nobody") == []
+    assert aml_backend.training.list_models("nobody") == []
 
 
 def test_list_models_of_an_empty_workspace(aml_backend: AzureMLBackend) -> None:
-    assert aml_backend.list_models(APP_TAG) == []
+    assert aml_backend.training.list_models(APP_TAG) == []
 
 
 def test_delete_model_archives_it_and_list_leaves_it_out(
@@ -754,15 +754,17 @@ def test_delete_model_archives_it_and_list_leaves_it_out(
     create_model(aml_backend, PREFIX, "2", OURS)
     gone = ModelRef(name=PREFIX, version="1")
 
-    aml_backend.delete_model(gone)
+    aml_backend.training.delete_model(gone)
 
     assert world_model(aml_world, PREFIX, "1")["isArchived"] is True
     assert world_model(aml_world, PREFIX, "2")["isArchived"] is False
-    assert [ref for ref, _ in aml_backend.list_models(APP_TAG)] == [ModelRef(name=PREFIX, version="2")]
+    assert [ref for ref, _ in aml_backend.training.list_models(APP_TAG)] == [
+        ModelRef(name=PREFIX, version="2")
+    ]
     # A second delete is a no-op, and so is the delete of a version that never existed.
-    aml_backend.delete_model(gone)
-    aml_backend.delete_model(ModelRef(name=PREFIX, version="99"))
-    aml_backend.delete_model(ModelRef(name="never-registered", version="1"))
+    aml_backend.training.delete_model(gone)
+    aml_backend.training.delete_model(ModelRef(name=PREFIX, version="99"))
+    aml_backend.training.delete_model(ModelRef(name="never-registered", version="1"))
     assert world_model(aml_world, PREFIX, "1")["isArchived"] is True
     assert sorted(aml_world.models[(ws(aml_world), PREFIX)]) == ["1", "2"]
 
@@ -770,19 +772,19 @@ def test_delete_model_archives_it_and_list_leaves_it_out(
 def test_the_model_a_completed_job_registered_is_tagged_listed_and_deleted(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
-    aml_backend.submit_finetune(spec())
+    aml_backend.training.submit_finetune(spec())
     complete_job(aml_world, aml_backend)
     registered = world_model(aml_world, PREFIX, "1")
     assert registered["jobName"] == JOB
     ref = ModelRef(name=PREFIX, version="1")
-    assert aml_backend.list_models(APP_TAG) == [], "the service registers it without our tags"
+    assert aml_backend.training.list_models(APP_TAG) == [], "the service registers it without our tags"
 
-    aml_backend.set_model_tags(ref, {**OURS, "job_name": JOB})
+    aml_backend.training.set_model_tags(ref, {**OURS, "job_name": JOB})
 
-    assert aml_backend.list_models(APP_TAG) == [(ref, {**OURS, "job_name": JOB})]
+    assert aml_backend.training.list_models(APP_TAG) == [(ref, {**OURS, "job_name": JOB})]
     assert world_model(aml_world, PREFIX, "1")["modelUri"] == registered["modelUri"]
-    aml_backend.delete_model(ref)
-    assert aml_backend.list_models(APP_TAG) == []
+    aml_backend.training.delete_model(ref)
+    assert aml_backend.training.list_models(APP_TAG) == []
 
 
 def test_list_models_skips_a_model_deleted_while_listing(
@@ -795,7 +797,7 @@ def test_list_models_skips_a_model_deleted_while_listing(
         Fault(path=f"/models/{PREFIX}/versions", method="GET", status=404, code="ResourceNotFound")
     )
 
-    assert aml_backend.list_models(APP_TAG) == [(ModelRef(name="phi3-other", version="1"), OURS)]
+    assert aml_backend.training.list_models(APP_TAG) == [(ModelRef(name="phi3-other", version="1"), OURS)]
     assert not aml_world.faults
 
 
@@ -807,7 +809,7 @@ def test_begin_create_endpoint_puts_a_key_auth_endpoint_and_returns_at_once(
 ) -> None:
     tags = {**OURS, "expires_at": "never"}
 
-    aml_backend.begin_create_endpoint("phi3-ft-one", tags)
+    aml_backend.serving.begin_create_endpoint("phi3-ft-one", tags)
 
     assert len(requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-one")) == 1
     props = endpoint_props(aml_world, "phi3-ft-one")
@@ -817,10 +819,10 @@ def test_begin_create_endpoint_puts_a_key_auth_endpoint_and_returns_at_once(
 
 
 def test_begin_create_endpoint_is_idempotent(aml_world: World, aml_backend: AzureMLBackend) -> None:
-    aml_backend.begin_create_endpoint("phi3-ft-one", OURS)
-    aml_backend.begin_create_endpoint("phi3-ft-one", {**OURS, "other": "tags"})
+    aml_backend.serving.begin_create_endpoint("phi3-ft-one", OURS)
+    aml_backend.serving.begin_create_endpoint("phi3-ft-one", {**OURS, "other": "tags"})
     settle_endpoint(aml_world, "phi3-ft-one")
-    aml_backend.begin_create_endpoint("phi3-ft-one", OURS)
+    aml_backend.serving.begin_create_endpoint("phi3-ft-one", OURS)
 
     assert len(requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-one")) == 1
     assert aml_world.endpoints[(ws(aml_world), "phi3-ft-one")].body["tags"] == OURS
@@ -832,7 +834,7 @@ def test_begin_create_endpoint_with_a_name_taken_in_the_region_raises(
     aml_world.foreign_endpoints.add("phi3-ft-taken")
 
     with pytest.raises(HttpResponseError) as raised:
-        aml_backend.begin_create_endpoint("phi3-ft-taken", OURS)
+        aml_backend.serving.begin_create_endpoint("phi3-ft-taken", OURS)
 
     assert raised.value.status_code == 400
     assert "not available" in str(raised.value)
@@ -840,7 +842,7 @@ def test_begin_create_endpoint_with_a_name_taken_in_the_region_raises(
 
 
 def test_get_endpoint_of_a_missing_endpoint_is_not_found(aml_backend: AzureMLBackend) -> None:
-    info = aml_backend.get_endpoint("phi3-ft-missing")
+    info = aml_backend.serving.get_endpoint("phi3-ft-missing")
     assert info.name == "phi3-ft-missing"
     assert info.state is ProvisioningState.NOT_FOUND
     assert info.deployments == [] and info.traffic == {}
@@ -850,12 +852,12 @@ def test_get_endpoint_reports_creating_then_succeeded(aml_world: World, aml_back
     # Three polls in Creating: the backend's first read (plus, at most, the create poller's one
     # background poll) still sees Creating.
     aml_world.endpoint_polls = 2
-    aml_backend.begin_create_endpoint("phi3-ft-one", OURS)
+    aml_backend.serving.begin_create_endpoint("phi3-ft-one", OURS)
 
-    first = aml_backend.get_endpoint("phi3-ft-one")
+    first = aml_backend.serving.get_endpoint("phi3-ft-one")
     states = [first.state]
     for _ in range(4):
-        states.append(aml_backend.get_endpoint("phi3-ft-one").state)
+        states.append(aml_backend.serving.get_endpoint("phi3-ft-one").state)
         if states[-1] is ProvisioningState.SUCCEEDED:
             break
 
@@ -872,7 +874,7 @@ def test_get_endpoint_lists_every_deployment_with_zero_for_no_traffic(
 ) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue", "green"), traffic={"blue": 100})
 
-    info = aml_backend.get_endpoint("phi3-ft-one")
+    info = aml_backend.serving.get_endpoint("phi3-ft-one")
 
     assert info.state is ProvisioningState.SUCCEEDED
     assert info.traffic == {"blue": 100, "green": 0}
@@ -892,7 +894,7 @@ def test_list_endpoints_lists_deployments_of_this_apps_endpoints_only(
     # Whatever the foreign endpoint's deployments route answers, the sweep must not depend on it.
     aml_world.inject(Fault(path="/onlineEndpoints/a-foreign-one/deployments", status=500, times=20))
 
-    infos = aml_backend.list_endpoints()
+    infos = aml_backend.serving.list_endpoints()
 
     assert [i.name for i in infos] == ["a-foreign-one", "phi3-ft-ours", "untagged"]
     foreign, ours, untagged = infos
@@ -911,7 +913,7 @@ def test_list_endpoints_lists_deployments_of_this_apps_endpoints_only(
 
 
 def test_list_endpoints_of_an_empty_workspace(aml_backend: AzureMLBackend) -> None:
-    assert aml_backend.list_endpoints() == []
+    assert aml_backend.serving.list_endpoints() == []
 
 
 def test_update_endpoint_tags_merges_and_keeps_traffic(aml_world: World, aml_backend: AzureMLBackend) -> None:
@@ -924,7 +926,7 @@ def test_update_endpoint_tags_merges_and_keeps_traffic(aml_world: World, aml_bac
     )
     before = endpoint_props(aml_world, "phi3-ft-one")
 
-    aml_backend.update_endpoint_tags("phi3-ft-one", {"expires_at": "never", "owner": "team-a"})
+    aml_backend.serving.update_endpoint_tags("phi3-ft-one", {"expires_at": "never", "owner": "team-a"})
 
     assert len(requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-one")) == 1
     endpoint = aml_world.endpoints[(ws(aml_world), "phi3-ft-one")]
@@ -933,7 +935,7 @@ def test_update_endpoint_tags_merges_and_keeps_traffic(aml_world: World, aml_bac
     assert endpoint.body["properties"]["authMode"] == before["authMode"] == "Key"
     assert endpoint.body["identity"]["type"] == "SystemAssigned"
     assert endpoint.state == "Succeeded", "the update was waited on"
-    info = aml_backend.get_endpoint("phi3-ft-one")
+    info = aml_backend.serving.get_endpoint("phi3-ft-one")
     assert info.traffic == {"blue": 100, "green": 0}
 
 
@@ -942,7 +944,7 @@ def test_update_endpoint_tags_with_nothing_new_sends_no_put(
 ) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags={**OURS, "expires_at": "never"})
 
-    aml_backend.update_endpoint_tags("phi3-ft-one", {"expires_at": "never"})
+    aml_backend.serving.update_endpoint_tags("phi3-ft-one", {"expires_at": "never"})
 
     assert not requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-one")
 
@@ -951,7 +953,7 @@ def test_update_endpoint_tags_of_a_missing_endpoint_raises(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
     with pytest.raises(ResourceNotFoundError):
-        aml_backend.update_endpoint_tags("phi3-ft-missing", {"expires_at": "never"})
+        aml_backend.serving.update_endpoint_tags("phi3-ft-missing", {"expires_at": "never"})
     assert not requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-missing")
 
 
@@ -982,7 +984,7 @@ def test_update_endpoint_tags_keeps_a_user_assigned_identity_mirror_traffic_and_
         },
     )
 
-    aml_backend.update_endpoint_tags("phi3-ft-one", {"expires_at": "never"})
+    aml_backend.serving.update_endpoint_tags("phi3-ft-one", {"expires_at": "never"})
 
     # A fresh entity would have sent no traffic and a SystemAssigned identity.
     endpoint = aml_world.endpoints[(w, "phi3-ft-one")].body
@@ -993,7 +995,7 @@ def test_update_endpoint_tags_keeps_a_user_assigned_identity_mirror_traffic_and_
     assert endpoint["properties"]["mirrorTraffic"] == {"green": 10}
     assert endpoint["properties"]["description"] == "phi-3 fine-tuned"
     # Mirrored traffic is not "0 %": green is listed, without a traffic entry.
-    info = aml_backend.get_endpoint("phi3-ft-one")
+    info = aml_backend.serving.get_endpoint("phi3-ft-one")
     assert info.traffic == {"blue": 100} and sorted(info.deployments) == ["blue", "green"]
 
 
@@ -1009,7 +1011,7 @@ def test_list_endpoints_when_an_endpoint_goes_away_mid_listing(
         )
     )
 
-    (info,) = aml_backend.list_endpoints()
+    (info,) = aml_backend.serving.list_endpoints()
 
     assert info.name == "phi3-ft-one" and info.state is ProvisioningState.DELETING
     assert info.deployments == [] and info.traffic == {"blue": 100}
@@ -1025,7 +1027,7 @@ def test_delete_endpoint_racing_another_delete_is_no_error(
         Fault(path="/onlineEndpoints/phi3-ft-one", method="DELETE", status=404, code="ResourceNotFound")
     )
 
-    aml_backend.delete_endpoint("phi3-ft-one")
+    aml_backend.serving.delete_endpoint("phi3-ft-one")
 
     assert not aml_world.faults
 
@@ -1048,8 +1050,8 @@ def test_begin_create_deployment_puts_the_spec_once_and_leaves_traffic_alone(
         tags={"job_name": JOB},
     )
 
-    aml_backend.begin_create_deployment(green)
-    aml_backend.begin_create_deployment(green)
+    aml_backend.serving.begin_create_deployment(green)
+    aml_backend.serving.begin_create_deployment(green)
 
     assert len(requests_to(aml_world, "PUT", "/onlineEndpoints/phi3-ft-one/deployments/green")) == 1
     deployment = aml_world.deployments[(w, "phi3-ft-one", "green")].body
@@ -1083,11 +1085,11 @@ def test_deployment_state_and_listing_follow_the_deployments(
     )
     seed_deployment(aml_world, "phi3-ft-one", "red", settle=False)
 
-    listed = aml_backend.list_deployments("phi3-ft-one")  # a list reads no deployment along
-    green = [aml_backend.get_deployment_state("phi3-ft-one", "green") for _ in range(2)]
-    red = aml_backend.get_deployment_state("phi3-ft-one", "red")
+    listed = aml_backend.serving.list_deployments("phi3-ft-one")  # a list reads no deployment along
+    green = [aml_backend.serving.get_deployment_state("phi3-ft-one", "green") for _ in range(2)]
+    red = aml_backend.serving.get_deployment_state("phi3-ft-one", "red")
     aml_world.delete_deployment(w, "phi3-ft-one", "green")
-    deleting = aml_backend.get_deployment_state("phi3-ft-one", "green")
+    deleting = aml_backend.serving.get_deployment_state("phi3-ft-one", "green")
 
     assert listed == [
         DeploymentInfo(
@@ -1107,9 +1109,9 @@ def test_deployment_state_and_listing_follow_the_deployments(
     assert green == [ProvisioningState.CREATING, ProvisioningState.SUCCEEDED]
     assert red is ProvisioningState.FAILED
     assert deleting is ProvisioningState.DELETING
-    assert aml_backend.get_deployment_state("phi3-ft-one", "purple") is ProvisioningState.NOT_FOUND
-    assert aml_backend.get_deployment_state("phi3-ft-missing", "green") is ProvisioningState.NOT_FOUND
-    assert aml_backend.list_deployments("phi3-ft-missing") == []
+    assert aml_backend.serving.get_deployment_state("phi3-ft-one", "purple") is ProvisioningState.NOT_FOUND
+    assert aml_backend.serving.get_deployment_state("phi3-ft-missing", "green") is ProvisioningState.NOT_FOUND
+    assert aml_backend.serving.list_deployments("phi3-ft-missing") == []
 
 
 # --------------------------------------------------------------------------- set_traffic
@@ -1120,12 +1122,12 @@ def test_set_traffic_moves_traffic_between_seeded_deployments(
 ) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue", "green"), traffic={"blue": 100})
 
-    aml_backend.set_traffic("phi3-ft-one", {"blue": 0, "green": 100})
+    aml_backend.serving.set_traffic("phi3-ft-one", {"blue": 0, "green": 100})
 
     # azure-ai-ml drops the 0 % entries before the PUT; get fills them in again.
     assert endpoint_props(aml_world, "phi3-ft-one")["traffic"] == {"green": 100}
     assert aml_world.endpoints[(ws(aml_world), "phi3-ft-one")].body["tags"] == OURS
-    info = aml_backend.get_endpoint("phi3-ft-one")
+    info = aml_backend.serving.get_endpoint("phi3-ft-one")
     assert info.traffic == {"blue": 0, "green": 100}
     assert info.state is ProvisioningState.SUCCEEDED
 
@@ -1134,12 +1136,12 @@ def test_set_traffic_to_a_deployment_the_backend_created(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
     # Setup through the backend itself: endpoint, model, deployment (their details are not asserted).
-    aml_backend.begin_create_endpoint("phi3-ft-one", OURS)
+    aml_backend.serving.begin_create_endpoint("phi3-ft-one", OURS)
     for _ in range(5):
-        if aml_backend.get_endpoint("phi3-ft-one").state is ProvisioningState.SUCCEEDED:
+        if aml_backend.serving.get_endpoint("phi3-ft-one").state is ProvisioningState.SUCCEEDED:
             break
     create_model(aml_backend, PREFIX, "1", OURS)
-    aml_backend.begin_create_deployment(
+    aml_backend.serving.begin_create_deployment(
         DeploymentSpec(
             endpoint_name="phi3-ft-one",
             deployment_name="blue",
@@ -1150,13 +1152,13 @@ def test_set_traffic_to_a_deployment_the_backend_created(
         )
     )
     for _ in range(5):
-        if aml_backend.get_deployment_state("phi3-ft-one", "blue") is ProvisioningState.SUCCEEDED:
+        if aml_backend.serving.get_deployment_state("phi3-ft-one", "blue") is ProvisioningState.SUCCEEDED:
             break
 
-    aml_backend.set_traffic("phi3-ft-one", {"blue": 100})
+    aml_backend.serving.set_traffic("phi3-ft-one", {"blue": 100})
 
     assert endpoint_props(aml_world, "phi3-ft-one")["traffic"] == {"blue": 100}
-    assert aml_backend.get_endpoint("phi3-ft-one").traffic == {"blue": 100}
+    assert aml_backend.serving.get_endpoint("phi3-ft-one").traffic == {"blue": 100}
 
 
 @pytest.mark.parametrize(
@@ -1172,7 +1174,7 @@ def test_set_traffic_rejected_by_the_service_raises(
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue",), traffic={"blue": 100})
 
     with pytest.raises(HttpResponseError) as raised:
-        aml_backend.set_traffic("phi3-ft-one", traffic)
+        aml_backend.serving.set_traffic("phi3-ft-one", traffic)
 
     assert raised.value.status_code == 400
     assert message in str(raised.value)
@@ -1183,17 +1185,17 @@ def test_set_traffic_while_the_endpoint_is_still_creating_raises(
     aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
     aml_world.endpoint_polls = 5
-    aml_backend.begin_create_endpoint("phi3-ft-one", OURS)
+    aml_backend.serving.begin_create_endpoint("phi3-ft-one", OURS)
 
     with pytest.raises(HttpResponseError) as raised:
-        aml_backend.set_traffic("phi3-ft-one", {})
+        aml_backend.serving.set_traffic("phi3-ft-one", {})
 
     assert raised.value.status_code == 409
 
 
 def test_set_traffic_of_a_missing_endpoint_raises(aml_backend: AzureMLBackend) -> None:
     with pytest.raises(ResourceNotFoundError):
-        aml_backend.set_traffic("phi3-ft-missing", {"blue": 100})
+        aml_backend.serving.set_traffic("phi3-ft-missing", {"blue": 100})
 
 
 # --------------------------------------------------------------------------- delete_deployment
@@ -1202,7 +1204,7 @@ def test_set_traffic_of_a_missing_endpoint_raises(aml_backend: AzureMLBackend) -
 def test_delete_deployment_starts_the_delete(aml_world: World, aml_backend: AzureMLBackend) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue", "green"), traffic={"green": 100})
 
-    aml_backend.delete_deployment("phi3-ft-one", "blue")
+    aml_backend.serving.delete_deployment("phi3-ft-one", "blue")
 
     assert len(requests_to(aml_world, "DELETE", "/onlineEndpoints/phi3-ft-one/deployments/blue")) == 1
     blue = aml_world.deployments.get((ws(aml_world), "phi3-ft-one", "blue"))
@@ -1213,8 +1215,8 @@ def test_delete_deployment_starts_the_delete(aml_world: World, aml_backend: Azur
 def test_delete_of_a_missing_deployment_is_no_error(aml_world: World, aml_backend: AzureMLBackend) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("green",))
 
-    aml_backend.delete_deployment("phi3-ft-one", "blue")
-    aml_backend.delete_deployment("phi3-ft-missing", "blue")
+    aml_backend.serving.delete_deployment("phi3-ft-one", "blue")
+    aml_backend.serving.delete_deployment("phi3-ft-missing", "blue")
 
     assert requests_to(aml_world, "DELETE", "/onlineEndpoints/phi3-ft-one/deployments/blue")
     assert aml_world.deployments[(ws(aml_world), "phi3-ft-one", "green")].state == "Succeeded"
@@ -1226,7 +1228,7 @@ def test_delete_of_a_deployment_with_traffic_surfaces_the_services_400(
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue",), traffic={"blue": 100})
 
     with pytest.raises(HttpResponseError) as raised:
-        aml_backend.delete_deployment("phi3-ft-one", "blue")
+        aml_backend.serving.delete_deployment("phi3-ft-one", "blue")
 
     assert raised.value.status_code == 400
     assert "traffic" in str(raised.value)
@@ -1239,21 +1241,21 @@ def test_delete_of_a_deployment_with_traffic_surfaces_the_services_400(
 def test_delete_endpoint_starts_the_delete_once(aml_world: World, aml_backend: AzureMLBackend) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue",), traffic={"blue": 100})
 
-    aml_backend.delete_endpoint("phi3-ft-one")
+    aml_backend.serving.delete_endpoint("phi3-ft-one")
 
     endpoint = aml_world.endpoints.get((ws(aml_world), "phi3-ft-one"))
     assert endpoint is None or endpoint.state == "Deleting"  # the unawaited poller may have finished it
-    assert aml_backend.get_endpoint("phi3-ft-one").state in {
+    assert aml_backend.serving.get_endpoint("phi3-ft-one").state in {
         ProvisioningState.DELETING,
         ProvisioningState.NOT_FOUND,
     }
     # Deleting (or gone): a second call starts nothing.
-    aml_backend.delete_endpoint("phi3-ft-one")
+    aml_backend.serving.delete_endpoint("phi3-ft-one")
     assert len(requests_to(aml_world, "DELETE", "/onlineEndpoints/phi3-ft-one")) == 1
 
 
 def test_delete_of_a_missing_endpoint_is_no_error(aml_world: World, aml_backend: AzureMLBackend) -> None:
-    aml_backend.delete_endpoint("phi3-ft-missing")
+    aml_backend.serving.delete_endpoint("phi3-ft-missing")
     assert not requests_to(aml_world, "DELETE", "/onlineEndpoints/phi3-ft-missing")
 
 
@@ -1268,8 +1270,8 @@ def test_score_pins_the_deployment_with_the_endpoint_key_read_for_each_call(
 ) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("blue", "green"), traffic={"blue": 100})
 
-    pinned = aml_backend.score("phi3-ft-one", "green", PAYLOAD)
-    by_traffic = aml_backend.score("phi3-ft-one", None, PAYLOAD)
+    pinned = aml_backend.serving.score("phi3-ft-one", "green", PAYLOAD)
+    by_traffic = aml_backend.serving.score("phi3-ft-one", None, PAYLOAD)
 
     # The emulator answers 401 to any other key, and routes by the azureml-model-deployment header.
     assert pinned.ok and pinned.status_code == 200 and pinned.error is None
@@ -1284,7 +1286,7 @@ def test_score_reads_each_answer_shape_and_http_errors_never_carry_the_key(
 ) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS, deployments=("green",))
     key = aml_world.endpoint_keys(ws(aml_world), "phi3-ft-one")["primaryKey"]
-    scorer = aml_backend.scorer("phi3-ft-one", timeout_s=5)
+    scorer = aml_backend.serving.scorer("phi3-ft-one", timeout_s=5)
 
     def answer(status: int, body: object) -> ScoreResult:
         aml_world.scorers["green"] = lambda endpoint, deployment, payload: (status, body)
@@ -1314,7 +1316,7 @@ def test_score_transport_errors_raise_without_the_key(aml_world: World, aml_back
     aml_world.scorers["green"] = lambda endpoint, deployment, payload: (release.wait(10), (200, {}))[1]
     try:
         with pytest.raises(ConnectionError) as timed_out:
-            aml_backend.scorer("phi3-ft-one", timeout_s=0.2)("green", PAYLOAD)
+            aml_backend.serving.scorer("phi3-ft-one", timeout_s=0.2)("green", PAYLOAD)
     finally:
         release.set()
     # Nothing listens at the scoring URI any more (a host that does not resolve, a closed port).
@@ -1324,7 +1326,7 @@ def test_score_transport_errors_raise_without_the_key(aml_world: World, aml_back
     endpoint = aml_world.endpoints[(ws(aml_world), "phi3-ft-one")]
     endpoint.body["properties"]["scoringUri"] = f"https://127.0.0.1:{port}/score"
     with pytest.raises(ConnectionError) as refused:
-        aml_backend.score("phi3-ft-one", "green", PAYLOAD)
+        aml_backend.serving.score("phi3-ft-one", "green", PAYLOAD)
 
     assert str(timed_out.value) == "scoring phi3-ft-one/green unreachable: ReadTimeout"
     assert str(refused.value) == "scoring phi3-ft-one/green unreachable: ConnectError"
@@ -1337,8 +1339,8 @@ def test_score_transport_errors_raise_without_the_key(aml_world: World, aml_back
 
 
 def test_missing_connection(aml_world: World, aml_backend: AzureMLBackend) -> None:
-    assert aml_backend.connection_exists("phi3-finetuned") is False
-    aml_backend.delete_connection("phi3-finetuned")
+    assert aml_backend.connections.connection_exists("phi3-finetuned") is False
+    aml_backend.connections.delete_connection("phi3-finetuned")
     assert not aml_world.connections
 
 
@@ -1374,8 +1376,8 @@ def test_a_published_connection_reads_back_through_promptflow(
     )
 
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS)
-    uri = aml_backend.publish_connection("phi3-finetuned", "phi3-ft-one")
-    assert aml_backend.connection_exists("phi3-finetuned") is True
+    uri = aml_backend.connections.publish_connection("phi3-finetuned", "phi3-ft-one")
+    assert aml_backend.connections.connection_exists("phi3-finetuned") is True
 
     monkeypatch.setenv("HTTPS_PROXY", str(aml_server.arm_proxy))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -1395,13 +1397,13 @@ def test_delete_connection_removes_it_and_a_second_delete_is_no_error(
     aml_server: EmulatorServer, aml_world: World, aml_backend: AzureMLBackend
 ) -> None:
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS)
-    aml_backend.publish_connection("phi3-finetuned", "phi3-ft-one")
+    aml_backend.connections.publish_connection("phi3-finetuned", "phi3-ft-one")
 
-    aml_backend.delete_connection("phi3-finetuned")
+    aml_backend.connections.delete_connection("phi3-finetuned")
 
-    assert aml_backend.connection_exists("phi3-finetuned") is False
+    assert aml_backend.connections.connection_exists("phi3-finetuned") is False
     assert _list_secrets(aml_server, aml_world, "phi3-finetuned").status_code == 404
-    aml_backend.delete_connection("phi3-finetuned")
+    aml_backend.connections.delete_connection("phi3-finetuned")
     assert len(requests_to(aml_world, "DELETE", "/connections/phi3-finetuned")) == 2
 
 
@@ -1412,8 +1414,8 @@ def test_the_connection_lives_in_the_ai_project_workspace(aml_world: World, aml_
     seed_endpoint(aml_world, "phi3-ft-one", tags=OURS)
     key = aml_world.endpoint_keys(w, "phi3-ft-one")["primaryKey"]
 
-    uri = backend.publish_connection("phi3-finetuned", "phi3-ft-one")
-    exists = backend.connection_exists("phi3-finetuned")
+    uri = backend.connections.publish_connection("phi3-finetuned", "phi3-ft-one")
+    exists = backend.connections.connection_exists("phi3-finetuned")
 
     assert uri == f"{aml_world.inference_url('phi3-ft-one')}/score"
     assert list(aml_world.connections) == [("proj-phi3", "phi3-finetuned")]
@@ -1429,10 +1431,10 @@ def test_the_connection_lives_in_the_ai_project_workspace(aml_world: World, aml_
     assert exists is True
     assert not requests_to(aml_world, "POST", "/listsecrets"), "the key is never read back"
 
-    backend.delete_connection("phi3-finetuned")
-    backend.delete_connection("phi3-finetuned")
+    backend.connections.delete_connection("phi3-finetuned")
+    backend.connections.delete_connection("phi3-finetuned")
 
-    assert backend.connection_exists("phi3-finetuned") is False
+    assert backend.connections.connection_exists("phi3-finetuned") is False
     project = "/workspaces/proj-phi3/connections/phi3-finetuned"
     assert len(requests_to(aml_world, "DELETE", project)) == 2
     assert not [p for _, p in aml_world.requests if f"/workspaces/{w}/connections/" in p]
@@ -1444,7 +1446,7 @@ def test_the_connection_lives_in_the_ai_project_workspace(aml_world: World, aml_
 def test_preflight_quota_checks_pass_with_enough_quota(
     aml_backend: AzureMLBackend, aml_settings: Settings
 ) -> None:
-    report = aml_backend.preflight(quota_config(aml_settings))
+    report = aml_backend.checks.preflight(quota_config(aml_settings))
 
     training, serving = check(report, "training_quota"), check(report, "serving_quota")
     assert training.ok, training.detail
@@ -1460,7 +1462,7 @@ def test_preflight_training_quota_too_small(
 ) -> None:
     aml_world.quota["standardNCADSA100v4Family"] = (80, 96)
 
-    report = aml_backend.preflight(quota_config(aml_settings))
+    report = aml_backend.checks.preflight(quota_config(aml_settings))
 
     training = check(report, "training_quota")
     assert not training.ok
@@ -1479,7 +1481,7 @@ def test_preflight_serving_quota_counts_the_upgrade_reserve(
         aml_settings, serving_instance_type="Standard_NC4as_T4_v3", serving_instance_count=2
     )
 
-    report = aml_backend.preflight(config)
+    report = aml_backend.checks.preflight(config)
 
     serving = check(report, "serving_quota")
     assert not serving.ok
@@ -1494,7 +1496,7 @@ def test_preflight_regional_total_quota_binds_too(
 ) -> None:
     aml_world.total_regional_vcpus = (290, 300)
 
-    report = aml_backend.preflight(quota_config(aml_settings))
+    report = aml_backend.checks.preflight(quota_config(aml_settings))
 
     training = check(report, "training_quota")
     assert not training.ok
@@ -1507,7 +1509,7 @@ def test_preflight_forbidden_usage_read_is_a_failed_quota_check(
 ) -> None:
     aml_world.inject(Fault(path="/usages", status=403, code="AuthorizationFailed", message="no access"))
 
-    report = aml_backend.preflight(quota_config(aml_settings))
+    report = aml_backend.checks.preflight(quota_config(aml_settings))
 
     for name in ("training_quota", "serving_quota"):
         failed = check(report, name)
@@ -1524,7 +1526,7 @@ def test_preflight_persistent_503_on_usages_propagates(
     aml_world.inject(Fault(path="/usages", status=503, times=50, retry_after=1))
 
     with pytest.raises(HttpResponseError) as raised:
-        aml_backend.preflight(quota_config(aml_settings))
+        aml_backend.checks.preflight(quota_config(aml_settings))
 
     assert raised.value.status_code == 503
     assert len(requests_to(aml_world, "GET", "/usages")) > 1, "the SDK retried before giving up"
@@ -1550,8 +1552,8 @@ def failed(report: PreflightReport) -> list[str]:
 def test_preflight_report_names_the_model_and_runs_every_check_in_order(
     aml_world: World, aml_backend: AzureMLBackend, aml_settings: Settings
 ) -> None:
-    report = aml_backend.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-free"))
-    pinned = aml_backend.preflight(
+    report = aml_backend.checks.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-free"))
+    pinned = aml_backend.checks.preflight(
         quota_config(aml_settings, base_model_version="14", training_instance_type="STANDARD_NC24ADS_A100_V4")
     )
 
@@ -1580,10 +1582,12 @@ def test_preflight_report_names_the_model_and_runs_every_check_in_order(
 def test_preflight_base_model_failures_say_what_was_looked_up(
     aml_world: World, aml_backend: AzureMLBackend, aml_settings: Settings
 ) -> None:
-    typo = aml_backend.preflight(quota_config(aml_settings, base_model_name="Phi-3-mini-4k-instruct-typo"))
-    missing = aml_backend.preflight(quota_config(aml_settings, base_model_version="42"))
+    typo = aml_backend.checks.preflight(
+        quota_config(aml_settings, base_model_name="Phi-3-mini-4k-instruct-typo")
+    )
+    missing = aml_backend.checks.preflight(quota_config(aml_settings, base_model_version="42"))
     aml_world.inject(Fault(path="/registries/azureml/models/", status=403, code="AuthorizationFailed"))
-    forbidden = aml_backend.preflight(quota_config(aml_settings))
+    forbidden = aml_backend.checks.preflight(quota_config(aml_settings))
 
     for report in (typo, missing, forbidden):
         assert failed(report) == ["base_model"], report.reasons
@@ -1601,7 +1605,9 @@ def test_preflight_base_model_failures_say_what_was_looked_up(
 def test_preflight_says_an_unknown_base_model_was_not_found(
     aml_backend: AzureMLBackend, aml_settings: Settings
 ) -> None:
-    report = aml_backend.preflight(quota_config(aml_settings, base_model_name="Phi-3-mini-4k-instruct-typo"))
+    report = aml_backend.checks.preflight(
+        quota_config(aml_settings, base_model_name="Phi-3-mini-4k-instruct-typo")
+    )
 
     detail = check(report, "base_model").detail
     assert "model Phi-3-mini-4k-instruct-typo (label latest) was not found in registry azureml" in detail
@@ -1610,7 +1616,7 @@ def test_preflight_says_an_unknown_base_model_was_not_found(
 def test_preflight_of_instance_types_the_region_does_not_offer(
     aml_backend: AzureMLBackend, aml_settings: Settings
 ) -> None:
-    report = aml_backend.preflight(
+    report = aml_backend.checks.preflight(
         quota_config(
             aml_settings,
             training_instance_type="Standard_ND96isr_H100_v5",
@@ -1634,7 +1640,9 @@ def test_preflight_quota_of_a_family_with_no_row_or_no_limit(
     aml_world.quota["standardNCASv3_T4Family"] = (10, -1)
     aml_world.total_regional_vcpus = (10, -1)  # a negative limit: no limit
 
-    report = aml_backend.preflight(quota_config(aml_settings, serving_instance_type="Standard_NC4as_T4_v3"))
+    report = aml_backend.checks.preflight(
+        quota_config(aml_settings, serving_instance_type="Standard_NC4as_T4_v3")
+    )
 
     training = check(report, "training_quota").detail
     assert not check(report, "training_quota").ok
@@ -1653,7 +1661,7 @@ def test_preflight_of_a_workspace_that_cannot_be_read(
 ) -> None:
     backend = AzureMLBackend(aml_settings.model_copy(update={"AZUREML_WORKSPACE": "ws-missing"}))
 
-    report = backend.preflight(quota_config(aml_settings))
+    report = backend.checks.preflight(quota_config(aml_settings))
 
     compute = ["training_instance", "training_quota", "serving_instance", "serving_quota"]
     assert failed(report) == [*compute, "endpoint_owner"]  # the endpoint name's region is unknown too
@@ -1673,9 +1681,9 @@ def test_preflight_endpoint_owner(
     seed_endpoint(aml_world, "phi3-ft-ours", tags={**OURS, "instance-id": "ft-1"})
     seed_endpoint(aml_world, "phi3-ft-untagged", tags={"team": "x"})
 
-    ours = aml_backend.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-ours"))
-    untagged = aml_backend.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-untagged"))
-    invalid = aml_backend.preflight(quota_config(aml_settings, endpoint_name="9-bad_name-"))
+    ours = aml_backend.checks.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-ours"))
+    untagged = aml_backend.checks.preflight(quota_config(aml_settings, endpoint_name="phi3-ft-untagged"))
+    invalid = aml_backend.checks.preflight(quota_config(aml_settings, endpoint_name="9-bad_name-"))
 
     assert ours.ok and "was created by this app" in check(ours, "endpoint_owner").detail
     assert failed(untagged) == ["endpoint_owner"]
@@ -1695,7 +1703,7 @@ def test_preflight_runs_every_check_when_the_first_fails(
     aml_world.quota.clear()
     seed_endpoint(aml_world, "phi3-ft-theirs", tags={CREATED_BY_TAG: "someone-else"})
 
-    report = aml_backend.preflight(
+    report = aml_backend.checks.preflight(
         quota_config(
             aml_settings,
             base_model_name="Phi-3-nonexistent-instruct",
@@ -1731,7 +1739,7 @@ def test_a_429_on_a_get_is_retried_by_the_sdk(aml_world: World, aml_backend: Azu
         )
     )
 
-    info = aml_backend.get_endpoint("phi3-ft-one")
+    info = aml_backend.serving.get_endpoint("phi3-ft-one")
 
     assert info.state is ProvisioningState.SUCCEEDED and info.tags == OURS
     assert not aml_world.faults, "the fault was served"
@@ -1741,7 +1749,7 @@ def test_a_429_on_a_get_is_retried_by_the_sdk(aml_world: World, aml_backend: Azu
 def test_a_429_on_a_job_read_during_submit_is_retried(aml_world: World, aml_backend: AzureMLBackend) -> None:
     aml_world.inject(Fault(path=f"/jobs/{JOB}", status=429, method="GET", retry_after=0))
 
-    assert aml_backend.submit_finetune(spec()) == JOB
+    assert aml_backend.training.submit_finetune(spec()) == JOB
 
     assert not aml_world.faults
     assert len(requests_to(aml_world, "PUT", f"/jobs/{JOB}")) == 1
@@ -1755,15 +1763,27 @@ def test_a_failure_other_than_not_found_propagates(aml_world: World, aml_backend
         ws(aml_world), PREFIX, "1", {"properties": {"modelUri": "azureml://jobs/j/outputs/m", "tags": OURS}}
     )
     calls: list[tuple[str, str, Callable[[], object]]] = [
-        ("GET", "/connections/phi3-finetuned", lambda: aml_backend.connection_exists("phi3-finetuned")),
-        ("DELETE", "/connections/phi3-finetuned", lambda: aml_backend.delete_connection("phi3-finetuned")),
-        ("GET", "/models", lambda: aml_backend.list_models(APP_TAG)),
+        (
+            "GET",
+            "/connections/phi3-finetuned",
+            lambda: aml_backend.connections.connection_exists("phi3-finetuned"),
+        ),
+        (
+            "DELETE",
+            "/connections/phi3-finetuned",
+            lambda: aml_backend.connections.delete_connection("phi3-finetuned"),
+        ),
+        ("GET", "/models", lambda: aml_backend.training.list_models(APP_TAG)),
         (
             "PUT",
             f"/models/{PREFIX}/versions/1",
-            lambda: aml_backend.delete_model(ModelRef(name=PREFIX, version="1")),
+            lambda: aml_backend.training.delete_model(ModelRef(name=PREFIX, version="1")),
         ),
-        ("DELETE", "/onlineEndpoints/phi3-ft-one", lambda: aml_backend.delete_endpoint("phi3-ft-one")),
+        (
+            "DELETE",
+            "/onlineEndpoints/phi3-ft-one",
+            lambda: aml_backend.serving.delete_endpoint("phi3-ft-one"),
+        ),
     ]
 
     for method, path, call in calls:

@@ -72,9 +72,9 @@ def spec(job: str = JOB) -> FineTuneSpec:
 def run_job(backend: AzureMLBackend, world: World, script: JobScript, job: str = JOB) -> None:
     """Submit the job and read it until the emulator's script has played out."""
     world.script_job(job, script)
-    backend.submit_finetune(spec(job))
+    backend.training.submit_finetune(spec(job))
     for _ in script.statuses:
-        backend.get_job(job)
+        backend.training.get_job(job)
 
 
 def test_the_emulator_knows_every_job_status_of_the_service():
@@ -88,8 +88,8 @@ def test_every_job_status_maps_through_the_real_sdk(
     """Was: `str(job.status)` of the SDK's JobStatus enum is "JobStatus.COMPLETED" on Python 3.11,
     which mapped to Queued: no run could ever finish."""
     aml_world.script_job(JOB, JobScript(statuses=(status,), error=("UserError", "bad data")))
-    aml_backend.submit_finetune(spec())
-    info = aml_backend.get_job(JOB)
+    aml_backend.training.submit_finetune(spec())
+    info = aml_backend.training.get_job(JOB)
     assert info.raw_status == status
     assert info.state is EXPECTED_STATE[status]
     if status == "Failed":
@@ -100,22 +100,22 @@ def test_cancel_of_a_completed_job_is_a_no_op(aml_world: World, aml_backend: Azu
     """Was: the Completed enum read as Queued, so cancel was sent to a finished job, the service's
     400 re-read it as still Queued, and the error surfaced."""
     run_job(aml_backend, aml_world, JobScript(statuses=("Running", "Completed")))
-    aml_backend.cancel_job(JOB)
+    aml_backend.training.cancel_job(JOB)
     assert not [r for r in aml_world.requests if r[1].split("?")[0].endswith("/cancel")]
 
 
 def test_cancel_of_a_running_job_reaches_canceled(aml_world: World, aml_backend: AzureMLBackend):
     run_job(aml_backend, aml_world, JobScript(statuses=("Queued", "Running")))
-    aml_backend.cancel_job(JOB)
-    assert aml_backend.get_job(JOB).raw_status == "Canceled"
-    aml_backend.cancel_job(JOB)  # terminal now: nothing sent
+    aml_backend.training.cancel_job(JOB)
+    assert aml_backend.training.get_job(JOB).raw_status == "Canceled"
+    aml_backend.training.cancel_job(JOB)  # terminal now: nothing sent
     assert len([r for r in aml_world.requests if r[1].split("?")[0].endswith("/cancel")]) == 1
 
 
 def test_register_adopts_the_model_the_job_registered(aml_world: World, aml_backend: AzureMLBackend):
     """Was: register_model raised 'job is JobStatus.COMPLETED, not Completed'."""
     run_job(aml_backend, aml_world, JobScript(statuses=("Running", "Completed")))
-    ref = aml_backend.register_model(JOB, PREFIX, {"run": "r1"})
+    ref = aml_backend.training.register_model(JOB, PREFIX, {"run": "r1"})
     assert ref == ModelRef(name=PREFIX, version="1")
     versions = aml_world.list_model_versions(aml_world.workspaces[0], PREFIX, "All", None)
     assert len(versions) == 1
@@ -129,7 +129,7 @@ def test_register_never_makes_a_second_version_while_the_job_registers_its_own(
     of its own in that window, and the job's registration then made a second one."""
     run_job(aml_backend, aml_world, JobScript(statuses=("Running", "Completed"), register_model=False))
     with pytest.raises(ModelNotRegisteredYet):
-        aml_backend.register_model(JOB, PREFIX, {"run": "r1"})
+        aml_backend.training.register_model(JOB, PREFIX, {"run": "r1"})
     assert aml_world.list_model_versions(aml_world.workspaces[0], PREFIX, "All", None) == []
     assert not [r for r in aml_world.requests if r[0] == "PUT" and "/models/" in r[1]]
 
@@ -140,12 +140,12 @@ def test_register_from_the_job_output_when_the_job_registers_nothing(
     """A job without an auto-registered output (no assetName): the model is registered from the whole
     named output, once; a retry finds it by its job tag."""
     aml_world.script_job(JOB, JobScript(statuses=("Completed",)))
-    aml_backend.submit_finetune(spec())
+    aml_backend.training.submit_finetune(spec())
     job = aml_world.jobs[(aml_world.workspaces[0], JOB)]
     job.body["properties"]["outputs"]["registered_model"].pop("assetName")
-    aml_backend.get_job(JOB)
-    first = aml_backend.register_model(JOB, "phi3-manual", {"run": "r1"})
-    again = aml_backend.register_model(JOB, "phi3-manual", {"run": "r1"})
+    aml_backend.training.get_job(JOB)
+    first = aml_backend.training.register_model(JOB, "phi3-manual", {"run": "r1"})
+    again = aml_backend.training.register_model(JOB, "phi3-manual", {"run": "r1"})
     assert first == again
     (version,) = aml_world.list_model_versions(aml_world.workspaces[0], "phi3-manual", "All", None)
     assert version["properties"]["modelUri"] == f"azureml://jobs/{JOB}/outputs/registered_model"
@@ -153,9 +153,9 @@ def test_register_from_the_job_output_when_the_job_registers_nothing(
 
 def deploy(backend: AzureMLBackend, world: World, name: str = "green-0001") -> ProvisioningState:
     run_job(backend, world, JobScript(statuses=("Completed",)))
-    model = backend.register_model(JOB, PREFIX, {})
-    backend.begin_create_endpoint("phi3-ft-test", {"created-by": "phi3-finetune-pipeline"})
-    backend.begin_create_deployment(
+    model = backend.training.register_model(JOB, PREFIX, {})
+    backend.serving.begin_create_endpoint("phi3-ft-test", {"created-by": "phi3-finetune-pipeline"})
+    backend.serving.begin_create_deployment(
         DeploymentSpec(
             endpoint_name="phi3-ft-test",
             deployment_name=name,
@@ -167,7 +167,7 @@ def deploy(backend: AzureMLBackend, world: World, name: str = "green-0001") -> P
     )
     state = ProvisioningState.CREATING
     for _ in range(5):
-        state = backend.get_deployment_state("phi3-ft-test", name)
+        state = backend.serving.get_deployment_state("phi3-ft-test", name)
     return state
 
 
@@ -198,7 +198,7 @@ def test_default_serving_sku_is_current_and_allowed_by_the_base_model():
 
 
 def preflight(backend: AzureMLBackend, settings: Settings, **changes: object) -> dict[str, tuple[bool, str]]:
-    report = backend.preflight(settings.run_config().model_copy(update=changes))
+    report = backend.checks.preflight(settings.run_config().model_copy(update=changes))
     return {c.name: (c.ok, c.detail) for c in report.checks}
 
 
@@ -293,7 +293,7 @@ def test_one_scorer_reads_the_key_and_uri_once(aml_world: World, aml_backend: Az
     """Was: every scored example read the key and the scoring URI again (three ARM calls each)."""
     assert deploy(aml_backend, aml_world) is ProvisioningState.SUCCEEDED
     before = len(aml_world.requests)
-    scorer = aml_backend.scorer("phi3-ft-test", timeout_s=5)
+    scorer = aml_backend.serving.scorer("phi3-ft-test", timeout_s=5)
     # ARM reads of the endpoint (a create poller the SDK left running may poll its operation meanwhile)
     reads = [p for _, p in aml_world.requests[before:] if "/onlineEndpoints/phi3-ft-test" in p]
     # get_keys GETs the endpoint (auth mode) then listKeys; the URI: GET endpoint + its deployments

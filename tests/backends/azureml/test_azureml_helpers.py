@@ -25,6 +25,7 @@ import backends.azureml as azml
 from backends.azureml import (
     JOB_STATE_BY_STATUS,
     AzureMLBackend,
+    AzureWorkspace,
     build,
     family_key,
     family_usages,
@@ -53,10 +54,12 @@ def settings() -> Settings:
     )
 
 
-def test_the_backend_implements_every_protocol() -> None:
+def test_each_concern_implements_its_protocol() -> None:
     backend = build(settings())
-    for protocol in (TrainingBackend, ServingBackend, ConnectionStore, PreflightBackend):
-        assert isinstance(backend, protocol)
+    assert isinstance(backend.training, TrainingBackend)
+    assert isinstance(backend.serving, ServingBackend)
+    assert isinstance(backend.connections, ConnectionStore)
+    assert isinstance(backend.checks, PreflightBackend)
 
 
 # --------------------------------------------------------------------------- status mapping
@@ -169,7 +172,7 @@ def test_azureml_uris_without_a_workspace_are_refused(uri: str) -> None:
 def test_mlflow_client_for_another_uri_is_a_plain_mlflow_client() -> None:
     from mlflow.tracking import MlflowClient
 
-    client = AzureMLBackend(settings())._mlflow_client("http://127.0.0.1:5000")  # no request is made
+    client = AzureMLBackend(settings()).training.history.client("http://127.0.0.1:5000")  # no request is made
     assert isinstance(client, MlflowClient)
 
 
@@ -191,9 +194,9 @@ def test_loss_history_of_a_workspace_without_a_tracking_uri_fails_clearly() -> N
     # The emulator's workspace always reports mlFlowTrackingUri: a one-call stand-in for workspaces.get.
     workspace = SimpleNamespace(mlflow_tracking_uri=None)
     ml = SimpleNamespace(workspaces=SimpleNamespace(get=lambda name: workspace))
-    backend = AzureMLBackend(settings(), ml_client=ml)  # type: ignore[arg-type]
+    backend = AzureMLBackend(AzureWorkspace(settings(), ml_client=ml))  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="ws-1 reports no MLflow tracking URI"):
-        backend.loss_history("ft-0123456789abcdef")
+        backend.training.loss_history("ft-0123456789abcdef")
 
 
 # --------------------------------------------------------------------------- preflight: failure classes
