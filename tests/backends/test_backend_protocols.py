@@ -15,11 +15,9 @@ of its own, so the tests do not see each other.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -43,22 +41,12 @@ from core.naming import APP_TAG, CREATED_BY_TAG
 from core.settings import Settings
 from storage.blob_store import BlobDatasetStore
 from testing.fakes import FakeAzure
+from testing.polling import wait_for
 
 PS = ProvisioningState
 OURS = {CREATED_BY_TAG: APP_TAG}
 NO_STORAGE = "the backend protocol tests"
 BACKENDS = ["local", "azureml", "fake"]
-
-
-def wait_for(read: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
-        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- implementations

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,22 +32,11 @@ from localml.paths import RunPaths
 from localml.processes import PROJECT_ROOT
 from localml.scoring_server import ECHO_DELAY_ENV, ECHO_LOADER, PayloadError, parse_payload
 from localml.serving import LocalServing
+from testing.polling import DEADLINE_S, wait_for
 
 ENDPOINT = "phi3-ft-endpoint"
-DEADLINE_S = 30.0
 PS = ProvisioningState
 T = TypeVar("T")
-
-
-def wait_for(fn: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = DEADLINE_S) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value {value!r}")
-        time.sleep(0.05)
 
 
 def spec(deployment: str, endpoint: str = ENDPOINT, version: str = "1") -> DeploymentSpec:
