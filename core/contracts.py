@@ -41,6 +41,7 @@ from core.turns import TurnAnswer
 ORCHESTRATOR = "finetune_orchestrator"
 SWEEPER = "endpoint_sweeper"  # deletes expired endpoints this app created (cost guard)
 CANCEL_EVENT = "cancel"  # external event: POST /api/runs/{id}/cancel raises it
+JOB_EVENT = "job_status_changed"  # external event: on_job_status_changed raises it ({"job", "status"})
 
 
 class Activity(StrEnum):

@@ -135,6 +135,9 @@ class RunConfig(Frozen):
     connection_name: str
     job_poll: PollPolicy
     deploy_poll: PollPolicy
+    # Wait for the job's status-changed event, reading the job at least every this many seconds;
+    # None: poll with `job_poll`'s backoff only (no events).
+    job_event_fallback_s: int | None = Field(default=None, ge=1)
     monitor_polls_per_generation: int = Field(ge=1)
     validation_fraction: float = Field(gt=0, lt=1)
     split_seed: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 from datetime import UTC, datetime, timedelta
 
 from core.models import BlobRef, Overrides
@@ -72,9 +73,22 @@ def report_prefix(dataset: BlobRef, run_id: str) -> str:
     return posixpath.join(folder, REPORTS_DIR, run_id) + "/"
 
 
+JOB_SUFFIX = "-finetune"
+RUN_ID = re.compile(r"(?:ft|dry)-[0-9a-f]{16}")
+
+
 def job_name(run_id: str) -> str:
     """Azure ML job name for a run (unique per workspace, so resubmits find the same job)."""
-    return f"{run_id}-finetune"
+    return f"{run_id}{JOB_SUFFIX}"
+
+
+def run_of_job(job: object) -> str | None:
+    """The run (orchestration instance id) a job name belongs to: the inverse of `job_name`, or
+    None for any job this app did not name (another team's job, a forged or garbled event)."""
+    if not isinstance(job, str) or not job.endswith(JOB_SUFFIX):
+        return None
+    run_id = job[: -len(JOB_SUFFIX)]
+    return run_id if RUN_ID.fullmatch(run_id) else None
 
 
 def pick_deployments(traffic: dict[str, int], run_id: str) -> tuple[str, str | None]:

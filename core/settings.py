@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     JOB_POLL_MAX_S: int = 600
     JOB_POLL_BACKOFF: float = 1.5
     JOB_DEADLINE_HOURS: float = 24.0
+    # The job's end by event: Azure ML's RunStatusChanged (Event Grid system topic on the workspace,
+    # subscribed to the `on_job_status_changed` function) wakes the run at once; the job is then
+    # read to confirm. Polling stays as the safety net, every JOB_EVENT_FALLBACK_S. Off (the
+    # default where nothing publishes the events): backoff polling as above (JOB_POLL_*). The
+    # Bicep turns it on together with the subscription.
+    JOB_STATUS_EVENTS: bool = False
+    JOB_EVENT_FALLBACK_S: int = Field(default=1200, ge=60)
     MONITOR_POLLS_PER_GENERATION: int = 20
     DEPLOY_POLL_FIRST_S: int = 30
     DEPLOY_POLL_MAX_S: int = 120
@@ -268,6 +275,7 @@ class Settings(BaseSettings):
                 backoff=1.5,
                 deadline_s=round(self.DEPLOY_TIMEOUT_MINUTES * 60),
             ),
+            job_event_fallback_s=self.JOB_EVENT_FALLBACK_S if self.JOB_STATUS_EVENTS else None,
             monitor_polls_per_generation=self.MONITOR_POLLS_PER_GENERATION,
             validation_fraction=self.VALIDATION_FRACTION,
             split_seed=self.SPLIT_SEED,

@@ -27,6 +27,7 @@ import azure.durable_functions as df
 from core import gate
 from core.contracts import (
     CANCEL_EVENT,
+    JOB_EVENT,
     ORCHESTRATOR,
     ActivityInput,
     CancelJob,
@@ -129,6 +130,7 @@ class FinetuneRun:
         self._step: Step | None = None
         self._step_started: datetime = self.now
         self.cancel_event = context.wait_for_external_event(CANCEL_EVENT)
+        self.job_event: df.Task | None = None  # the pending wait for the job's status-changed event
         self.cancelable = True
         self.evaluated: dict[str, list[ExampleScore]] = {}  # per-example scores, for the report
 
@@ -432,10 +434,14 @@ class FinetuneRun:
         self.check_cancel()
 
     def monitor(self) -> Flow:
-        """Poll the job with backoff until it ends or the deadline passes.
+        """Watch the job until it ends or the deadline passes.
 
-        After `monitor_polls_per_generation` polls the orchestration continues as new with its
-        progress, so the history of any one generation stays small however long training runs.
+        With job events on (`job_event_fallback_s`), wait for the job's status-changed event or
+        the fallback timer, whichever comes first; otherwise poll with backoff. Either way the job
+        is read before anything is decided, so a lost, late, repeated or forged event can neither
+        skip nor repeat a step: it only decides when the job is read. After
+        `monitor_polls_per_generation` reads the orchestration continues as new with its progress,
+        so the history of any one generation stays small however long training runs.
         """
         p, policy = self.progress, self.cfg.job_poll
         assert p.job is not None and p.submitted_at is not None
@@ -463,21 +469,41 @@ class FinetuneRun:
                     raw_status="DeadlineExceeded",
                     error=f"deadline of {hours:g} h passed; the job was canceled",
                 )
-            wait_s = min(p.next_poll_s, max(1, policy.deadline_s - int(elapsed)))
+            fallback_s = self.cfg.job_event_fallback_s
+            wait_s = min(fallback_s or p.next_poll_s, max(1, policy.deadline_s - int(elapsed)))
             next_at = self.now + timedelta(seconds=wait_s)
             self.status(
                 Step.TRAIN,
                 studio_url=job.studio_url,
                 metrics=job.metrics or None,
                 next_poll_at=next_at.isoformat(),
+                waiting_for_event=True if fallback_s else None,
             )
-            yield from self.sleep(wait_s)
-            p.next_poll_s = policy.next_interval(p.next_poll_s)
+            if fallback_s:
+                yield from self.wait_for_job_event(wait_s)
+            else:
+                yield from self.sleep(wait_s)
+                p.next_poll_s = policy.next_interval(p.next_poll_s)
             polls_here += 1
             if polls_here >= self.cfg.monitor_polls_per_generation:
                 p.generation += 1
                 self.ctx.continue_as_new(RunInput(request=self.request, progress=p).model_dump(mode="json"))
                 return CONTINUED
+
+    def wait_for_job_event(self, seconds: int) -> Flow:
+        """Until the job's status-changed event, the fallback timer or a cancel, whichever first.
+
+        One wait for the event stays pending across timeouts: an event raised while a timer was
+        running completes it, and a new wait starts only once it has (events are delivered to
+        waits in the order they were made)."""
+        if self.job_event is None:
+            self.job_event = self.ctx.wait_for_external_event(JOB_EVENT)
+        timer = self.ctx.create_timer(self.now + timedelta(seconds=seconds))
+        winner = yield self.ctx.task_any([self.job_event, timer, self.cancel_event])
+        self.check_cancel()
+        if winner is self.job_event:
+            self.job_event = None
+            self.progress.job_events += 1
 
     def cancel_unconfirmed_job(self) -> Flow:
         """The job may exist even though the submit call failed (a lost response): cancel it by its

@@ -20,6 +20,7 @@ class Progress(BaseModel):
     submitted_at: str | None = None
     next_poll_s: int = 0
     polls: int = 0
+    job_events: int = 0  # status-changed events that woke the run (each followed by a read)
     generation: int = 0
     durations_s: dict[str, float] = Field(default_factory=dict)
 

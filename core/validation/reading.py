@@ -22,6 +22,8 @@ import hashlib
 import io
 import queue
 import threading
+from collections.abc import Iterable
+from pathlib import Path
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
 """Longest accepted line, in bytes, not counting the ``\\n`` / ``\\r\\n`` terminator."""
@@ -159,3 +161,100 @@ def sniff_format(first: bytes | bytearray) -> str | None:
     if first.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "file is UTF-16 encoded; save it as UTF-8"
     return None
+
+
+_TEE_QUEUE = 2  # chunks downloaded ahead of the validator (network chunks are 4 MiB: 8 MiB)
+_END = object()  # queued after the last chunk
+
+
+class _Failed:
+    """Queued in place of a chunk when the chunk source raised: the validator re-raises it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class StreamTee:
+    """Chunks of an iterator (a download), written to a file and handed to the validator as they
+    arrive, so that downloading and validating overlap.
+
+    A helper thread (``validation-download``) pulls each chunk from ``chunks``, writes it to
+    ``path`` (unbuffered) and then queues it; :meth:`read` takes the next one (``b""`` at the end),
+    so any byte the validator has seen is already in the file (the duplicate check reads earlier
+    examples back from it). At most ``depth`` chunks wait in the queue: memory is bounded by
+    ``depth + 2`` chunks (queued, being validated, being downloaded). The file is complete and
+    closed once :meth:`read` has returned ``b""``.
+
+    An exception raised by ``chunks`` is re-raised by :meth:`read`, in the validator's thread.
+    :meth:`close` (or leaving the ``with`` block) stops the helper after at most the chunk it is
+    fetching, closes ``chunks`` (if it has ``close``) and the file, and joins the thread. Chunks
+    must not be changed after they are yielded; empty ones are skipped.
+    """
+
+    def __init__(self, chunks: Iterable[bytes | bytearray], path: Path, *, depth: int = _TEE_QUEUE) -> None:
+        self._chunks = chunks
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by the helper thread)
+        self._thread = threading.Thread(target=self._run, name="validation-download", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            try:
+                out = self._file
+                for chunk in self._chunks:
+                    if self._stop.is_set():
+                        return
+                    if not chunk:
+                        continue
+                    view = memoryview(chunk)
+                    while view:  # a raw write may be short
+                        view = view[out.write(view) or 0 :]
+                    if not self._put(chunk):
+                        return
+            finally:
+                self._file.close()
+                close = getattr(self._chunks, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # handed over: read() raises it in the validator's thread
+            self._put(_Failed(exc))
+        else:
+            self._put(_END)
+
+    def _put(self, item: object) -> bool:
+        """Queue `item`, waiting for room unless told to stop; False if stopped."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def read(self) -> bytes | bytearray:
+        if self._done:
+            return b""
+        item = self._queue.get()
+        if item is _END:
+            self._done = True
+            self._thread.join()
+            return b""
+        if isinstance(item, _Failed):
+            self._done = True
+            raise item.error
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> StreamTee:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
