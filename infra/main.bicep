@@ -3,8 +3,9 @@
 // storage, Key Vault, registry and App Insights) plus what the automation needs (datasets storage,
 // the Function App on Flex Consumption with its host storage and monitoring, identity-only
 // connections). `azd up` provisions this, deploys the code, then its postdeploy hook
-// (infra/hooks/postdeploy.sh) deploys postdeploy.bicep: the Event Grid subscription that feeds the
-// blob trigger, which needs the blobs_extension key that exists only once the code runs.
+// (infra/hooks/postdeploy.sh) deploys postdeploy.bicep: the Event Grid subscriptions that feed the
+// blob trigger and the job-status trigger, which need the blobs_extension and eventgrid_extension
+// keys that exist only once the code runs.
 //
 // Not resources, so not here (do them by hand, see README "Deploy to Azure"):
 //   - GPU quota: Azure ML studio > Quota, for the region below: "Standard NCADSA100v4 Family
@@ -145,6 +146,10 @@ param jobPollBackoff string = '1.5'
 
 @description('JOB_DEADLINE_HOURS: cancel the job and fail the run after this (decimal, as text).')
 param jobDeadlineHours string = '24.0'
+
+@minValue(60)
+@description('JOB_EVENT_FALLBACK_S: with JOB_STATUS_EVENTS on (this template), the run waits for Azure ML\'s RunStatusChanged event (Event Grid subscription made by postdeploy.bicep) and still polls the job this often (seconds), in case an event is lost.')
+param jobEventFallbackSeconds int = 1200
 
 @description('MONITOR_POLLS_PER_GENERATION: polls before continue-as-new.')
 param monitorPollsPerGeneration int = 20
@@ -385,6 +390,11 @@ var appSettings = {
   JOB_POLL_MAX_S: string(jobPollMaxSeconds)
   JOB_POLL_BACKOFF: jobPollBackoff
   JOB_DEADLINE_HOURS: jobDeadlineHours
+  // On here: the postdeploy hook subscribes on_job_status_changed to the workspace's
+  // RunStatusChanged events (infra/postdeploy.bicep, modules/jobevents.bicep). Polling stays as the
+  // safety net every JOB_EVENT_FALLBACK_S.
+  JOB_STATUS_EVENTS: 'true'
+  JOB_EVENT_FALLBACK_S: string(jobEventFallbackSeconds)
   MONITOR_POLLS_PER_GENERATION: string(monitorPollsPerGeneration)
   DEPLOY_POLL_FIRST_S: string(deployPollFirstSeconds)
   DEPLOY_POLL_MAX_S: string(deployPollMaxSeconds)

@@ -8,10 +8,12 @@
   `Settings.model_fields - OFFLINE_ONLY` (no drift either way), their defaults agree, every
   connection is identity-based and no value looks like a secret; the app's own secrets
   (KEY_VAULT_REFERENCES) are Key Vault references resolved as the app identity, never values.
-- Shape checks: module files, Event Grid filter (against the real blob trigger and
-  `core.naming.is_dataset_blob`), Flex Consumption / Python 3.11 / user-assigned identity, storage
-  hardening, role assignments (ids, scopes, a comment each), outputs the README's next steps use,
-  azd files, and the postdeploy hook run against a fake `az`.
+- Shape checks: module files, Event Grid filters (the blob subscription against the real blob
+  trigger and `core.naming.is_dataset_blob`; the job-events subscription against the Event Grid
+  trigger `on_job_status_changed` and the terminal Azure ML job statuses the backend knows), Flex
+  Consumption / Python 3.11 / user-assigned identity, storage hardening, role assignments (ids,
+  scopes, a comment each), outputs the README's next steps use, azd files, and the postdeploy hook
+  run against a fake `az`.
 
 Tool environment: checkov pins packages older than the app's (packaging, networkx, ...), so it and
 its pycep-parser live in their own venv, `.tools/checkov-venv` (requirements-infra.txt, created by
@@ -57,6 +59,7 @@ OFFLINE_ONLY = {
     "LOCAL_RUN_DIR",
     "LOCAL_MAX_STEPS",
     "LOCAL_LEARNING_RATE",
+    "LOCAL_JOB_EVENTS_URL",
     # A connection string (Azurite / local). Forbidden in Azure: every connection is identity-based.
     "DatasetsStorage",
     # Alternative to DatasetsStorage__accountName. Azure uses the account name, which gives the host
@@ -87,7 +90,14 @@ DEPLOYMENT_DERIVED = {
     "AI_PROJECT_NAME",
     "AZURE_CLIENT_ID",
     "AZUREML_DATASTORE",
+    # Fixed 'true' in Azure (Settings default False): the postdeploy step subscribes the app to the
+    # workspace's RunStatusChanged events, so the job's end arrives by event.
+    "JOB_STATUS_EVENTS",
 }
+# The @secure() webhook keys postdeploy.bicep passes to its modules (never app settings).
+WEBHOOK_KEY_PARAMS = {"blobsExtensionKey", "eventGridExtensionKey"}
+# The Event Grid-triggered function the job-events subscription delivers to (triggers/).
+JOB_EVENTS_FUNCTION = "on_job_status_changed"
 KEY_VAULT_REFERENCE = re.compile(
     r"@Microsoft\.KeyVault\(VaultName=\$\{keyVaultName\};SecretName=\$\{(\w+)\}\)"
 )
@@ -386,7 +396,7 @@ def test_no_app_setting_value_looks_like_a_secret():
     for rel in ("main.bicep", "postdeploy.bicep"):
         for symbol, module in _bicep(rel).get("modules", {}).items():
             for param, value in module["config"]["params"].items():
-                if param == "blobsExtensionKey":  # the @secure() webhook key, never an app setting
+                if param in WEBHOOK_KEY_PARAMS:  # the @secure() webhook keys, never app settings
                     continue
                 assert not _looks_secret(value), f"{rel}: module {symbol} param {param} looks like a secret"
     for path in _bicep_files():
@@ -583,8 +593,10 @@ def test_postdeploy_parameters_json_matches_postdeploy_bicep():
     for name, entry in doc["parameters"].items():
         assert name in params
         assert entry["value"] == params[name].get("default")
-    assert "blobsExtensionKey" not in doc["parameters"]  # secret: the hook passes it in a temp file
-    assert {d["type"] for d in params["blobsExtensionKey"]["decorators"]} >= {"secure"}
+    for key in WEBHOOK_KEY_PARAMS:
+        assert key not in doc["parameters"]  # secret: the hook passes it in a temp file
+        assert {d["type"] for d in params[key]["decorators"]} >= {"secure"}
+        assert params[key].get("default") is None
 
 
 def test_azure_yaml():
@@ -623,8 +635,9 @@ def test_outputs_for_the_readme_next_steps():
     assert outputs["CONNECTION_NAME"] == "connectionName"
     assert "systemKeys.durabletask_extension" in outputs["STATUS_KEY_COMMAND"]
     # The hook reads these from the azd environment: they must be main.bicep outputs.
-    hook_vars = set(re.findall(r"\$\{?((?:AZURE|DATASETS)_[A-Z_]+)", HOOK.read_text()))
+    hook_vars = set(re.findall(r"\$\{?((?:AZURE|DATASETS|AI)_[A-Z_]+)", HOOK.read_text()))
     assert not hook_vars - set(outputs), f"the hook reads {hook_vars - set(outputs)}: not main.bicep outputs"
+    assert "AI_PROJECT_NAME" in hook_vars  # the workspace of the job-events system topic
 
 
 # ------------------------------------------------------------------ resources
@@ -813,6 +826,80 @@ def test_event_grid_subscription_feeds_the_blob_trigger_with_jsonl_from_the_cont
         assert is_dataset_blob(blob) and delivered(container, blob), blob
 
 
+def test_job_events_subscription_sends_terminal_run_statuses_to_on_job_status_changed():
+    from backends.azureml.workspace import JOB_STATE_BY_STATUS
+
+    postdeploy = _bicep("postdeploy.bicep")
+    assert postdeploy["parameters"]["jobEventsFunctionName"]["default"] == JOB_EVENTS_FUNCTION
+    postdeploy_json = json.loads((INFRA / "postdeploy.parameters.json").read_text())
+    assert postdeploy_json["parameters"]["jobEventsFunctionName"]["value"] == JOB_EVENTS_FUNCTION
+    call = postdeploy["modules"]["jobEvents"]
+    assert call["detail"]["path"] == "modules/jobevents.bicep"
+    params = call["config"]["params"]
+    assert params["functionName"] == "jobEventsFunctionName"
+    assert params["eventGridExtensionKey"] == "eventGridExtensionKey"
+    assert params["workspaceName"] == "workspaceName"
+    assert params["location"] == _ref("workspace", "location")
+    assert postdeploy["resources"]["workspace"]["existing"]
+
+    module = _bicep("modules/jobevents.bicep")
+    assert {d["type"] for d in module["parameters"]["eventGridExtensionKey"]["decorators"]} >= {"secure"}
+    res = module["resources"]
+    assert res["workspace"]["existing"] and res["workspace"]["config"]["name"] == "workspaceName"
+    assert res["workspace"]["type"] == "Microsoft.MachineLearningServices/workspaces"
+    topic = res["systemTopic"]["config"]["properties"]
+    assert topic["topicType"] == "Microsoft.MachineLearningServices.Workspaces"
+    assert topic["source"] == _ref("workspace", "id")
+    sub = res["jobFinished"]["config"]["properties"]
+    assert sub["eventDeliverySchema"] == "EventGridSchema"
+    assert sub["destination"]["endpointType"] == "WebHook"
+    # The Event Grid extension webhook takes the plain function name (the blob one wants Host.Functions.).
+    assert sub["destination"]["properties"]["endpointUrl"] == (
+        "https://${functionAppHostName}/runtime/webhooks/eventgrid"
+        "?functionName=${functionName}&code=${eventGridExtensionKey}"
+    )
+    flt = sub["filter"]
+    assert flt["includedEventTypes"] == ["Microsoft.MachineLearningServices.RunStatusChanged"]
+    (status_filter,) = flt["advancedFilters"]
+    assert status_filter["operatorType"] == "StringIn"
+    assert status_filter["key"] == "data.runStatus"
+    statuses = _resolve_variable(module, status_filter["values"])
+    # Exactly the Azure ML statuses the backend treats as the job's end (Canceled: one l).
+    terminal = {status for status, state in JOB_STATE_BY_STATUS.items() if state.terminal}
+    assert sorted(statuses) == sorted(terminal) == ["Canceled", "Completed", "Failed", "NotResponding"]
+    # Same delivery as the blob subscription: retry policy, and dead-lettering only if it has one.
+    blob_sub = _bicep("modules/eventgrid.bicep")["resources"]["blobCreated"]["config"]["properties"]
+    retry = {name: name for name in ("maxDeliveryAttempts", "eventTimeToLiveInMinutes")}
+    assert sub["retryPolicy"] == blob_sub["retryPolicy"] == retry
+    assert ("deadLetterDestination" in sub) == ("deadLetterDestination" in blob_sub)
+
+    # The topic is on the workspace the jobs run in (AZUREML_WORKSPACE), which the hook passes as
+    # workspaceName from the AI_PROJECT_NAME output; the app listens for the events there.
+    main = _bicep("main.bicep")
+    app = main["variables"]["appSettings"]["value"]
+    assert app["AZUREML_WORKSPACE"] == main["outputs"]["AI_PROJECT_NAME"]["value"]
+    assert 'workspaceName="$AI_PROJECT_NAME"' in HOOK.read_text()
+    assert app["JOB_STATUS_EVENTS"] == "true"
+    assert app["JOB_EVENT_FALLBACK_S"] == {
+        "function": {"type": "string", "parameters": {"value_to_convert": "jobEventFallbackSeconds"}}
+    }
+    fallback = main["parameters"]["jobEventFallbackSeconds"]
+    assert {"type": "min_value", "argument": 60} in fallback["decorators"]
+    assert Settings(JOB_STATUS_EVENTS="true").JOB_STATUS_EVENTS is True
+
+
+def test_job_events_webhook_names_the_event_grid_trigger():
+    import function_app
+    from devhost.functions import app_functions  # the SDK indexes an app only once per process
+
+    triggers = {
+        f.get_function_name()
+        for f in app_functions(function_app.app)
+        if f.get_trigger().get_dict_repr()["type"] == "eventGridTrigger"
+    }
+    assert triggers == {JOB_EVENTS_FUNCTION}
+
+
 # ------------------------------------------------------------------ checkov
 
 
@@ -888,11 +975,20 @@ def test_every_checkov_skip_has_a_reason_and_is_used():
 
 
 FAKE_AZ = """#!/bin/sh
-# Fake Azure CLI for tests/infra/test_infra.py: keys list answers after FAKE_AZ_KEY_AFTER calls.
+# Fake Azure CLI for tests/infra/test_infra.py: keys list answers each system key (--query
+# systemKeys.<name>) after FAKE_AZ_KEY_AFTER calls for it.
 case "$1 $2" in
   "functionapp keys")
-    n=$(cat "$FAKE_AZ_DIR/calls" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$FAKE_AZ_DIR/calls"
-    if [ "$n" -ge "$FAKE_AZ_KEY_AFTER" ] && [ -n "$FAKE_AZ_KEY" ]; then echo "$FAKE_AZ_KEY"; fi ;;
+    q=""; prev=""
+    for a in "$@"; do if [ "$prev" = "--query" ]; then q="$a"; fi; prev="$a"; done
+    case "$q" in
+      systemKeys.blobs_extension) key="$FAKE_AZ_KEY" ;;
+      systemKeys.eventgrid_extension) key="$FAKE_AZ_EG_KEY" ;;
+      *) echo "fake az: unexpected query $q" >&2; exit 2 ;;
+    esac
+    f="$FAKE_AZ_DIR/calls-${q#systemKeys.}"
+    n=$(cat "$f" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$f"
+    if [ "$n" -ge "$FAKE_AZ_KEY_AFTER" ] && [ -n "$key" ]; then echo "$key"; fi ;;
   "deployment group")
     printf '%s\\n' "$@" > "$FAKE_AZ_DIR/argv"
     for a in "$@"; do
@@ -908,11 +1004,17 @@ AZD_ENV = {
     "AZURE_FUNCTION_APP_NAME": "func-phi3ft-abc",
     "DATASETS_STORAGE_ACCOUNT": "stphi3ftdabc",
     "DATASETS_CONTAINER": "datasets",
+    "AI_PROJECT_NAME": "proj-phi3ft-abc",
 }
 
 
 def _run_hook(
-    tmp_path: Path, key: str, key_after: int, attempts: int = 5, via_azd: bool = False
+    tmp_path: Path,
+    key: str,
+    key_after: int,
+    attempts: int = 5,
+    via_azd: bool = False,
+    eventgrid_key: str = "FakeEventGridKey_9876543210-xyz==",
 ) -> subprocess.CompletedProcess:
     """Run the hook with a fake `az` (and, with via_azd, the environment from a fake `azd`)."""
     bin_dir = tmp_path / "bin"
@@ -925,6 +1027,7 @@ def _run_hook(
         "HOME": str(tmp_path),
         "FAKE_AZ_DIR": str(tmp_path),
         "FAKE_AZ_KEY": key,
+        "FAKE_AZ_EG_KEY": eventgrid_key,
         "FAKE_AZ_KEY_AFTER": str(key_after),
         "POSTDEPLOY_KEY_ATTEMPTS": str(attempts),
         "POSTDEPLOY_KEY_DELAY_S": "0",
@@ -942,9 +1045,11 @@ def _run_hook(
 
 def test_postdeploy_hook_waits_for_the_key_and_deploys_event_grid(tmp_path):
     key = "FakeBlobsExtensionKey_0123456789-abc=="
-    proc = _run_hook(tmp_path, key=key, key_after=3)
+    eventgrid_key = "FakeEventGridKey_9876543210-xyz=="
+    proc = _run_hook(tmp_path, key=key, key_after=3, eventgrid_key=eventgrid_key)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "calls").read_text().strip() == "3"
+    assert (tmp_path / "calls-blobs_extension").read_text().strip() == "3"
+    assert (tmp_path / "calls-eventgrid_extension").read_text().strip() == "3"
     argv = (tmp_path / "argv").read_text().splitlines()
     assert argv[:3] == ["deployment", "group", "create"]
     assert argv[argv.index("--template-file") + 1] == str(POSTDEPLOY)
@@ -952,13 +1057,19 @@ def test_postdeploy_hook_waits_for_the_key_and_deploys_event_grid(tmp_path):
     assert "functionAppName=func-phi3ft-abc" in argv
     assert "datasetsAccountName=stphi3ftdabc" in argv
     assert "datasetsContainerName=datasets" in argv
+    assert "workspaceName=proj-phi3ft-abc" in argv
     assert f"@{INFRA / 'postdeploy.parameters.json'}" in argv
-    # The key travels in a parameters file, never on the command line or in the output.
-    assert not any(key in a for a in argv)
-    assert key not in proc.stdout + proc.stderr
+    # The keys travel in a parameters file, never on the command line or in the output.
+    for secret in (key, eventgrid_key):
+        assert not any(secret in a for a in argv)
+        assert secret not in proc.stdout + proc.stderr
     chunks = (tmp_path / "param-files").read_text().split("\n\n")
     files = [json.loads(chunk) for chunk in chunks if chunk.strip()]
     assert {"value": key} in [f["parameters"].get("blobsExtensionKey") for f in files]
+    assert {"value": eventgrid_key} in [f["parameters"].get("eventGridExtensionKey") for f in files]
+    # Every parameter the files set is one postdeploy.bicep declares.
+    declared = set(_bicep("postdeploy.bicep")["parameters"])
+    assert all(set(f["parameters"]) <= declared for f in files)
     leftovers = [a[1:] for a in argv if a.startswith("@") and "postdeploy.parameters.json" not in a]
     assert leftovers and not any(Path(p).exists() for p in leftovers), "temporary key file not removed"
 
@@ -970,12 +1081,21 @@ def test_postdeploy_hook_reads_the_azd_environment_when_run_by_hand(tmp_path):
     assert argv[argv.index("--resource-group") + 1] == "rg-test"
     assert "functionAppName=func-phi3ft-abc" in argv
     assert "datasetsAccountName=stphi3ftdabc" in argv
+    assert "workspaceName=proj-phi3ft-abc" in argv
 
 
 def test_postdeploy_hook_fails_when_the_key_never_appears(tmp_path):
     proc = _run_hook(tmp_path, key="", key_after=1, attempts=2)
     assert proc.returncode != 0
     assert "no blobs_extension key" in proc.stderr
+    assert not (tmp_path / "argv").exists()
+
+
+def test_postdeploy_hook_fails_when_the_eventgrid_key_never_appears(tmp_path):
+    # E.g. code without the Event Grid trigger: nothing is deployed, not even the blob subscription.
+    proc = _run_hook(tmp_path, key="k3y", key_after=1, attempts=2, eventgrid_key="")
+    assert proc.returncode != 0
+    assert "no eventgrid_extension key" in proc.stderr
     assert not (tmp_path / "argv").exists()
 
 
