@@ -10,6 +10,8 @@ from core.contracts import (
     EnsureEndpoint,
     GetDeploymentState,
     GetEndpoint,
+    PrepareEndpoint,
+    RemoveUnusedEndpoint,
     SetTraffic,
     SmokeTest,
 )
@@ -26,6 +28,39 @@ def ensure_endpoint(inp: EnsureEndpoint) -> EndpointInfo:
         serving.begin_create_endpoint(inp.name, dict(inp.tags))
         info = serving.get_endpoint(inp.name)
     return info
+
+
+@activity
+def prepare_endpoint(inp: PrepareEndpoint) -> bool:
+    """Begin creating the endpoint if it is missing; never changes an existing one."""
+    serving = current().serving
+    if serving.get_endpoint(inp.name).state is not ProvisioningState.NOT_FOUND:
+        return False
+    serving.begin_create_endpoint(inp.name, dict(inp.tags))
+    return True
+
+
+UNUSED_CHECK_TTL_S = 600.0  # the turn held while checking and deleting; given back at once
+
+
+@activity
+def remove_unused_endpoint(inp: RemoveUnusedEndpoint) -> bool:
+    """Delete the endpoint if it carries no deployment, in `run`'s release turn, so no other run
+    is creating a deployment on it meanwhile (a run releasing now keeps it: not deleted)."""
+    backends = current()
+    if not backends.turns.take(inp.name, inp.run, UNUSED_CHECK_TTL_S).granted:
+        return False
+    try:
+        serving = backends.serving
+        endpoint = serving.get_endpoint(inp.name)
+        if endpoint.state in (ProvisioningState.NOT_FOUND, ProvisioningState.DELETING):
+            return False
+        if endpoint.traffic or serving.list_deployments(inp.name):
+            return False
+        serving.delete_endpoint(inp.name)
+        return True
+    finally:
+        backends.turns.give_back(inp.name, inp.run)
 
 
 @activity

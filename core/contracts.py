@@ -69,6 +69,8 @@ class Activity(StrEnum):
     TAKE_ENDPOINT_TURN = "take_endpoint_turn"
     GIVE_BACK_ENDPOINT_TURN = "give_back_endpoint_turn"
     LIST_ORPHAN_DEPLOYMENTS = "list_orphan_deployments"
+    PREPARE_ENDPOINT = "prepare_endpoint"
+    REMOVE_UNUSED_ENDPOINT = "remove_unused_endpoint"
 
 
 Out = TypeVar("Out")
@@ -186,6 +188,24 @@ class EnsureEndpoint(ActivityInput[EndpointInfo]):
     activity = Activity.ENSURE_ENDPOINT
     name: str
     tags: dict[str, str]
+
+
+class PrepareEndpoint(ActivityInput[bool]):
+    """Begin creating the endpoint if it does not exist, while the job trains (an endpoint with no
+    deployment runs no compute); True if this call created it. An existing one is only read."""
+
+    activity = Activity.PREPARE_ENDPOINT
+    name: str
+    tags: dict[str, str]
+
+
+class RemoveUnusedEndpoint(ActivityInput[bool]):
+    """Delete the endpoint `run` created early, if no run is releasing onto it and it has no
+    deployment; True if it was deleted."""
+
+    activity = Activity.REMOVE_UNUSED_ENDPOINT
+    name: str
+    run: str
 
 
 class GetEndpoint(ActivityInput[EndpointInfo]):

@@ -40,7 +40,9 @@ from core.contracts import (
     GetJobStatus,
     GiveBackEndpointTurn,
     Notify,
+    PrepareEndpoint,
     RegisterModel,
+    RemoveUnusedEndpoint,
     SetTraffic,
     SmokeTest,
     SubmitFinetune,
@@ -132,6 +134,7 @@ class FinetuneRun:
         self.cancel_event = context.wait_for_external_event(CANCEL_EVENT)
         self.job_event: df.Task | None = None  # the pending wait for the job's status-changed event
         self.cancelable = True
+        self.releasing = False  # the release (in the endpoint's turn) has begun
         self.evaluated: dict[str, list[ExampleScore]] = {}  # per-example scores, for the report
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -245,6 +248,7 @@ class FinetuneRun:
             return None
         if not isinstance(result, dict):
             raise TypeError(f"the run's steps ended without a summary: {result!r}")
+        yield from self.remove_unused_endpoint()
         return (yield from self.finish(result))
 
     def canceled(self, canceled: Canceled) -> Flow:
@@ -340,6 +344,7 @@ class FinetuneRun:
             )
             if isinstance(submitted, Ended):
                 return submitted.summary
+            yield from self.prepare_endpoint()
         job = yield from self.monitor()
         if job is CONTINUED:
             return CONTINUED
@@ -505,6 +510,35 @@ class FinetuneRun:
             self.job_event = None
             self.progress.job_events += 1
 
+    def prepare_endpoint(self) -> Flow:
+        """Start creating the endpoint now, so its provisioning overlaps training instead of
+        following registration (an endpoint with no deployment runs no compute). An existing
+        endpoint is only read. Best effort: the release creates it if this did not. Its expiry
+        covers the job's and the deployment's deadlines, so the cost guard leaves it alone while
+        the run still needs it."""
+        cfg = self.cfg
+        horizon = self.now + timedelta(seconds=cfg.job_poll.deadline_s + cfg.deploy_poll.deadline_s)
+        tags = lineage_tags(self.run_id, self.request.dataset, self.progress.job) | expiry_tag(
+            horizon, cfg.endpoint_ttl_hours
+        )
+        try:
+            created = yield from self.act(PrepareEndpoint(name=cfg.endpoint_name, tags=tags))
+        except Canceled:
+            raise
+        except Exception:
+            return
+        self.progress.endpoint_created = created
+
+    def remove_unused_endpoint(self) -> Flow:
+        """A run that created the endpoint while its job trained and ends before its release
+        deletes it again, if nothing else uses it (best effort; the cost guard's TTL is the net)."""
+        if not self.progress.endpoint_created or self.releasing:
+            return
+        try:
+            yield self.call(RemoveUnusedEndpoint(name=self.cfg.endpoint_name, run=self.run_id))
+        except Exception:
+            return
+
     def cancel_unconfirmed_job(self) -> Flow:
         """The job may exist even though the submit call failed (a lost response): cancel it by its
         deterministic name so no GPU job runs unwatched."""
@@ -603,6 +637,7 @@ class FinetuneRun:
         """The release, in this run's turn: the endpoint; the new deployment rolled out (created,
         smoke-tested, gated, given the traffic; rolled back on any failure); then go-live."""
         cfg, endpoint_name = self.cfg, self.cfg.endpoint_name
+        self.releasing = True
         lineage = lineage_tags(self.run_id, self.request.dataset, self.progress.job)
         tags = lineage | expiry_tag(self.now, cfg.endpoint_ttl_hours)
         self.begin(Step.DEPLOY, endpoint=endpoint_name)

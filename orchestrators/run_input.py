@@ -21,6 +21,7 @@ class Progress(BaseModel):
     next_poll_s: int = 0
     polls: int = 0
     job_events: int = 0  # status-changed events that woke the run (each followed by a read)
+    endpoint_created: bool = False  # this run created the endpoint while its job trained
     generation: int = 0
     durations_s: dict[str, float] = Field(default_factory=dict)
 

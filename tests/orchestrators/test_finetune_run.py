@@ -64,13 +64,20 @@ def test_happy_path_first_deployment(orchestrator_handler, activity_functions, a
 
     # The order of side effects, as activity calls.
     names = result.activity_names
-    assert names[:4] == ["validate_dataset", "preflight", "submit_finetune", "get_job_status"]
+    assert names[:5] == [
+        "validate_dataset",
+        "preflight",
+        "submit_finetune",
+        "prepare_endpoint",
+        "get_job_status",
+    ]
     assert names.count("submit_finetune") == 1 and names.count("get_job_status") == 4
     tail = [n for n in names if n not in ("get_job_status", "get_endpoint", "get_deployment_state")]
     assert tail == [
         "validate_dataset",
         "preflight",
         "submit_finetune",
+        "prepare_endpoint",  # provisioning overlaps training
         "register_model",
         "take_endpoint_turn",
         "ensure_endpoint",
