@@ -1,6 +1,12 @@
 """validate_dataset: stream-check the uploaded JSONL; split it 80/20 when no validation file is given
 (with one, both files are copied as they were validated to the same `_splits/<run>/` place).
 
+Without a validation file the dataset is validated while it downloads
+(:func:`core.validation.validate_stream` over `DatasetStore.open_stream`): the verdict is ready
+when the last chunk arrives, and the bytes are on disk for the split by then. The split then
+takes one pass (the report's example count is its line count) and the two files are uploaded,
+train first. With a validation file both are downloaded first, then validated together.
+
 With a validation file, both are validated together (:func:`core.validation.validate_pair`), which
 also warns about validation examples that repeat a training example (overlap). Duplicates inside a
 file are warned about either way; warnings never stop the run, and the 80/20 split is unchanged.
@@ -19,7 +25,10 @@ from core.contracts import ValidateDataset
 from core.models import BlobRef, DatasetOutcome, RunConfig, ValidationIssue, ValidationReport
 from core.naming import split_blobs
 from core.splitting import split_file, validation_count
-from core.validation import validate_file, validate_pair
+from core.validation import validate_file, validate_pair, validate_stream
+
+_NOT_FOUND = "blob not found (deleted after upload?)"
+_CHANGED = "blob was overwritten after this run started; the new upload starts its own run"
 
 
 def _unreadable(blob: BlobRef, message: str) -> ValidationReport:
@@ -32,27 +41,30 @@ def _download(store: DatasetStore, blob: BlobRef, dest: Path) -> ValidationRepor
     try:
         store.download(blob, dest)
     except FileNotFoundError:
-        return _unreadable(blob, "blob not found (deleted after upload?)")
+        return _unreadable(blob, _NOT_FOUND)
     except BlobChangedError:
-        return _unreadable(
-            blob, "blob was overwritten after this run started; the new upload starts its own run"
-        )
+        return _unreadable(blob, _CHANGED)
     return None
 
 
 def _check(
     store: DatasetStore, blob: BlobRef, dest: Path, cfg: RunConfig, min_examples: int
 ) -> ValidationReport:
-    failed = _download(store, blob, dest)
-    if failed is not None:
-        return failed
-    return validate_file(
-        dest,
-        display_name=blob.path,
-        max_tokens=cfg.max_tokens,
-        max_errors=cfg.max_errors,
-        min_examples=min_examples,
-    )
+    """Validate the blob as it downloads to `dest` (the verdict is ready when the last byte is):
+    a failed report if it cannot be had. `dest` holds the blob when the report is ok."""
+    try:
+        return validate_stream(
+            store.open_stream(blob),
+            dest,
+            display_name=blob.path,
+            max_tokens=cfg.max_tokens,
+            max_errors=cfg.max_errors,
+            min_examples=min_examples,
+        )
+    except FileNotFoundError:
+        return _unreadable(blob, _NOT_FOUND)
+    except BlobChangedError:
+        return _unreadable(blob, _CHANGED)
 
 
 def _check_pair(
@@ -132,6 +144,7 @@ def validate_dataset(inp: ValidateDataset) -> DatasetOutcome:
             val_path,
             fraction=cfg.validation_fraction,
             seed=cfg.split_seed,
+            examples=reports[0].examples,  # every non-blank line of a valid file: one pass
         )
         train_ref, val_ref = split_blobs(dataset, run_id)
         return DatasetOutcome(

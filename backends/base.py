@@ -11,6 +11,7 @@ themselves, and nothing returned here carries a key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -179,6 +180,17 @@ class DatasetStore(Protocol):
 
         Raises BlobChangedError if the blob no longer has that etag, FileNotFoundError if it is
         missing, BlobStoreError for any other failure; `dest` is not left behind on failure."""
+        ...
+
+    def open_stream(self, blob: BlobRef) -> Iterator[bytes]:
+        """The bytes of blob version `blob.etag` (if set; quoted or not), chunk by chunk as they
+        arrive (non-empty chunks of a few MiB at most), for work that overlaps the download.
+
+        The first request is sent by this call: it raises FileNotFoundError if the blob or its
+        container is missing, BlobChangedError if the blob no longer has that etag, BlobStoreError
+        for any other failure. Iterating raises the same errors for a later chunk (later chunks
+        are pinned to the version the first one came from: an overwrite mid-way is
+        BlobChangedError)."""
         ...
 
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:

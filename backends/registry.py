@@ -54,6 +54,9 @@ class _NoStorage:
     def download(self, blob: BlobRef, dest: Path) -> None:
         raise self._refuse()
 
+    def open_stream(self, blob: BlobRef) -> Iterator[bytes]:
+        raise self._refuse()
+
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:
         raise self._refuse()
 

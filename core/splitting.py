@@ -5,7 +5,8 @@ The split works on the file's non-blank lines (the examples, in the same sense a
 Lines are copied byte for byte except for normalisation: a UTF-8 BOM at the start of the file is
 dropped, a ``\\r\\n`` terminator becomes ``\\n`` and a missing final newline is added.
 
-Memory is O(k) for the k validation indices; the file is streamed twice (count, then write).
+Memory is O(k) for the k validation indices; the file is streamed twice (count, then write),
+or once when the caller already knows the count (``examples``).
 """
 
 from __future__ import annotations
@@ -35,12 +36,17 @@ def split_file(
     *,
     fraction: float = 0.2,
     seed: int = 42,
+    examples: int | None = None,
 ) -> tuple[int, int]:
     """Split the non-blank lines of ``path`` into ``train_out`` and ``validation_out``.
 
     Exactly ``round(n * fraction)`` lines (clamped to ``[1, n - 1]``) go to validation, chosen
     with ``random.Random(seed).sample(range(n), k)``; the rest go to train, both in file order.
     The same file and seed always give byte-identical outputs.
+
+    ``examples``, when the caller knows it (a passing validation report's ``examples``: every
+    non-blank line of a valid file is one), saves the counting pass; it must be the number of
+    non-blank lines, or the split raises ``OSError`` (fewer) or keeps only that many (more).
 
     Returns:
         ``(train_examples, validation_examples)``.
@@ -51,8 +57,11 @@ def split_file(
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}")
-    with open(path, "rb", buffering=_BUFFER) as f:
-        n = sum(1 for _ in _examples(f))
+    if examples is None:
+        with open(path, "rb", buffering=_BUFFER) as f:
+            n = sum(1 for _ in _examples(f))
+    else:
+        n = examples
     k = validation_count(n, fraction)
     chosen = set(random.Random(seed).sample(range(n), k))
 

@@ -19,6 +19,10 @@ Secrets: nothing this module returns or raises carries the account key or a SAS 
 `BlobRef.url` have their query string removed, and every SDK error is replaced (not chained) by
 an error holding only the status code, the storage error code and `container/name`.
 
+Streaming: `open_stream` gives the blob's bytes chunk by chunk as they arrive (the validator
+checks them while they are written to disk, `core.validation.validate_stream`), with the same
+etag pinning and the same errors as `download`.
+
 Memory: downloads and uploads go in chunks of `CHUNK_SIZE` (the SDK's defaults would buffer up to
 32 MiB per GET and 64 MiB per PUT) when the client is built here (`from_settings`,
 `from_connection_string`); a client passed to the constructor keeps its own settings.
@@ -27,7 +31,7 @@ Memory: downloads and uploads go in chunks of `CHUNK_SIZE` (the SDK's defaults w
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,7 +45,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 from azure.identity import DefaultAzureCredential
-from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobClient, BlobServiceClient, ContentSettings, StorageStreamDownloader
 
 from core.models import BlobRef
 from core.settings import Settings
@@ -140,12 +144,7 @@ class BlobDatasetStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
 
         def stream() -> None:
-            if blob.etag:
-                downloader = client.download_blob(
-                    etag=normalize_etag(blob.etag), match_condition=MatchConditions.IfNotModified
-                )
-            else:
-                downloader = client.download_blob()
+            downloader = _download_blob(client, blob)
             # readinto writes chunk by chunk (at most max_chunk_get_size in memory); later
             # chunks are pinned to the first response's etag by the SDK.
             with dest.open("wb") as out:
@@ -156,6 +155,20 @@ class BlobDatasetStore:
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
+
+    def open_stream(self, blob: BlobRef) -> Iterator[bytes]:
+        """The blob's bytes as they arrive, one GET (`CHUNK_SIZE` when the client was built here)
+        per chunk; the first GET is sent now, so a missing or changed blob raises here."""
+        client = self._client(blob)
+        chunks = self._call(blob, lambda: _download_blob(client, blob).chunks())
+        return self._guarded(blob, chunks)
+
+    def _guarded(self, blob: BlobRef, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """`chunks` with every fetch's SDK errors turned into sanitized ones (as `_call`): later
+        chunks are pinned to the first response's etag, so an overwrite mid-way is
+        BlobChangedError."""
+        while (chunk := self._call(blob, lambda: next(chunks, None))) is not None:
+            yield chunk
 
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:
         client = self._client(blob)
@@ -235,6 +248,15 @@ class BlobDatasetStore:
                 name=blob.name,
             )
         raise failure
+
+
+def _download_blob(client: BlobClient, blob: BlobRef) -> StorageStreamDownloader[bytes]:
+    """The first GET of `blob`, pinned to `blob.etag` when it has one."""
+    if blob.etag:
+        return client.download_blob(
+            etag=normalize_etag(blob.etag), match_condition=MatchConditions.IfNotModified
+        )
+    return client.download_blob()
 
 
 def _error_code(exc: HttpResponseError) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -214,6 +215,8 @@ class FakeAzure:
 
     # -- DatasetStore --------------------------------------------------------------------------
 
+    stream_chunk = 4096  # bytes per `open_stream` chunk: small, so test datasets come in several
+
     def describe(self, blob: BlobRef) -> BlobRef:
         self._call("describe", blob.path)
         key = (blob.container, blob.name)
@@ -225,6 +228,16 @@ class FakeAzure:
 
     def download(self, blob: BlobRef, dest: Path) -> None:
         self._call("download", blob.path)
+        dest.write_bytes(self._version(blob))
+
+    def open_stream(self, blob: BlobRef) -> Iterator[bytes]:
+        """The blob in chunks of `stream_chunk` bytes; recorded (and failed) as a "download"."""
+        self._call("download", blob.path)
+        data = self._version(blob)
+        size = self.stream_chunk
+        return iter([data[i : i + size] for i in range(0, len(data), size)])
+
+    def _version(self, blob: BlobRef) -> bytes:
         key = (blob.container, blob.name)
         if key not in self.blobs:
             raise FileNotFoundError(f"blob not found: {blob.path}")
@@ -234,7 +247,7 @@ class FakeAzure:
             raise BlobChangedError(
                 f"{blob.path} changed", container=blob.container, name=blob.name, status_code=412
             )
-        dest.write_bytes(self.blobs[key])
+        return self.blobs[key]
 
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:
         self._call("upload", blob.path)

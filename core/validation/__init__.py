@@ -15,7 +15,8 @@ split so that the common, valid line takes one short path:
   the optional SHA-256 on a helper thread, gzip/zip/UTF-16 files recognised from the first bytes;
 * :mod:`~core.validation.schema`: the typed msgspec decoders that decode and type-check a line in
   one step;
-* :mod:`~core.validation.checker`: :func:`validate_file`, :func:`validate_pair` and the loop over
+* :mod:`~core.validation.checker`: :func:`validate_file`, :func:`validate_stream` (a download
+  validated as it arrives, written to a file on the way), :func:`validate_pair` and the loop over
   lines;
 * :mod:`~core.validation.rules`: the conversation rules, a fast check for every line and a slow
   one naming what is wrong;
@@ -69,7 +70,7 @@ escapes are duplicates. They are warnings: training still runs (and the 80/20 sp
 de-duplicated), but repeated examples are over-weighted and overlap inflates validation scores.
 """
 
-from core.validation.checker import MIN_EXAMPLES, PairReport, validate_file, validate_pair
+from core.validation.checker import MIN_EXAMPLES, PairReport, validate_file, validate_pair, validate_stream
 from core.validation.duplicates import conversation_digest
 from core.validation.reading import MAX_LINE_BYTES
 from core.validation.schema import ROLES
@@ -86,4 +87,5 @@ __all__ = [
     "load_tokenizer",
     "validate_file",
     "validate_pair",
+    "validate_stream",
 ]

@@ -1,4 +1,5 @@
-"""Checking files: :func:`validate_file`, :func:`validate_pair`, and the loop over lines they share.
+"""Checking files: :func:`validate_file`, :func:`validate_stream`, :func:`validate_pair`, and the
+loop over lines they share.
 
 The loop (:func:`_validate`) is the hot path and is kept in one function: per line it finds the
 newline, decodes the line with the strict typed decoder and runs :func:`passes`; everything else
@@ -15,7 +16,8 @@ newline, decodes the line with the strict typed decoder and runs :func:`passes`;
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,9 +29,11 @@ from core.validation.duplicates import ExampleIndex, Repeats, content_fingerprin
 from core.validation.reading import (
     BOM,
     MAX_LINE_BYTES,
+    TEE_QUEUE,
     ChunkReader,
     NoChecksum,
     Sha256,
+    StreamTee,
     count_crlf,
     sniff_format,
 )
@@ -104,6 +108,58 @@ def validate_file(
     return report
 
 
+def validate_stream(
+    chunks: Iterable[bytes | bytearray],
+    path: Path,
+    *,
+    display_name: str | None = None,
+    max_tokens: int = 4096,
+    max_errors: int = 50,
+    min_examples: int = MIN_EXAMPLES,
+    tokenizer: str | os.PathLike[str] | None = None,
+    checksum: bool = False,
+    depth: int = TEE_QUEUE,
+) -> ValidationReport:
+    """Validate the bytes of ``chunks`` (a download, say) while writing them to ``path``.
+
+    The report is the one :func:`validate_file` gives for the finished file (same verdict,
+    issues, line numbers and summary, ``sha256`` included), wherever the chunk boundaries fall,
+    but it is ready as soon as the last chunk has arrived: a helper thread pulls the chunks,
+    writes each to ``path`` and queues it (at most ``depth`` waiting; memory ``depth + 2``
+    chunks) for the validator, which runs in this thread (:class:`~core.validation.reading.
+    StreamTee`). Arguments as for :func:`validate_file`; ``display_name`` defaults to the name of
+    ``path``.
+
+    When the report is returned, ``path`` holds all of ``chunks``, except when the first bytes
+    already decided (a gzip, zip or UTF-16 file without ``checksum``): then reading stopped there
+    and ``path`` holds only a prefix, which a failed report never needs.
+
+    Raises:
+        whatever iterating ``chunks`` raises (re-raised here, after the helper has stopped;
+            ``path`` is then removed), ``OSError`` if ``path`` cannot be written, and as
+            :func:`validate_file` for ``tokenizer``.
+    """
+    counter, method = tokenizer_option(tokenizer)
+    try:
+        with StreamTee(chunks, path, depth=depth) as tee:
+            report, index = _validate(
+                path,
+                display_name if display_name is not None else path.name,
+                max_tokens=max_tokens,
+                max_errors=max_errors,
+                min_examples=min_examples,
+                counter=counter,
+                token_method=method,
+                checksum=checksum,
+                source=tee.read,
+            )
+            index.close()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return report
+
+
 def validate_pair(
     train: Path,
     validation: Path,
@@ -165,9 +221,15 @@ def _validate(
     against: ExampleIndex | None = None,
     against_name: str = "",
     checksum: bool = False,
+    source: Callable[[], bytes | bytearray] | None = None,
 ) -> tuple[ValidationReport, ExampleIndex]:
     """The validator; also returns the index of the file's valid examples (the caller closes it;
-    it is open only if examples had to be read back)."""
+    it is open only if examples had to be read back).
+
+    The bytes come from ``path`` in :data:`~core.validation.reading._CHUNK`-byte reads, or from
+    ``source`` (chunks of any size, ``b""`` at the end, never an empty one before) when given:
+    then ``path`` must hold every byte ``source`` has returned so far (examples are read back
+    from it by offset)."""
     errs = Collector(name, max_errors)
     add = errs.add
     warnings: list[ValidationIssue] = []
@@ -200,8 +262,14 @@ def _validate(
     in_train = against.fingerprints if against is not None else None
     pos_in_file = 0  # file offset of chunk[0]
 
-    with open(path, "rb", buffering=0) as f, Sha256() if checksum else NoChecksum() as hasher:
-        read = ChunkReader(f).read
+    with ExitStack() as stack:
+        read: Callable[[], bytes | bytearray]
+        if source is None:
+            read = ChunkReader(stack.enter_context(open(path, "rb", buffering=0))).read
+        else:
+            read = source
+        hasher: Sha256 | NoChecksum = Sha256() if checksum else NoChecksum()
+        stack.enter_context(hasher)
         update = hasher.update
         chunk: bytes | bytearray = read()
         while 0 < len(chunk) < 4 and (more := read()):  # enough bytes to sniff the format

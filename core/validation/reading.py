@@ -24,6 +24,7 @@ import queue
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
 """Longest accepted line, in bytes, not counting the ``\\n`` / ``\\r\\n`` terminator."""
@@ -163,7 +164,7 @@ def sniff_format(first: bytes | bytearray) -> str | None:
     return None
 
 
-_TEE_QUEUE = 2  # chunks downloaded ahead of the validator (network chunks are 4 MiB: 8 MiB)
+TEE_QUEUE = 2  # chunks downloaded ahead of the validator (network chunks are 4 MiB: 8 MiB)
 _END = object()  # queued after the last chunk
 
 
@@ -193,7 +194,7 @@ class StreamTee:
     must not be changed after they are yielded; empty ones are skipped.
     """
 
-    def __init__(self, chunks: Iterable[bytes | bytearray], path: Path, *, depth: int = _TEE_QUEUE) -> None:
+    def __init__(self, chunks: Iterable[bytes | bytearray], path: Path, *, depth: int = TEE_QUEUE) -> None:
         self._chunks = chunks
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -247,7 +248,7 @@ class StreamTee:
         if isinstance(item, _Failed):
             self._done = True
             raise item.error
-        return item  # type: ignore[return-value]
+        return cast("bytes | bytearray", item)
 
     def close(self) -> None:
         self._stop.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -1095,3 +1096,188 @@ def test_checksum_is_off_unless_asked(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD + b"\n" + GOOD_SYS + b"\n")
     assert validate_file(path).sha256 == ""
     assert validate_file(path, checksum=True).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- validation of a download as it arrives (validate_stream) ---------------------------------
+
+
+def cut(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` cut at the given offsets (any order, repeats and out-of-range ones ignored)."""
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(data)}), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def streamed(chunks: list[bytes], dest: Path, **options: object) -> ValidationReport:
+    from core.validation import validate_stream
+
+    return validate_stream(iter(chunks), dest, display_name="datasets/x.jsonl", **options)  # type: ignore[arg-type]
+
+
+def stream_corpus() -> list[tuple[str, bytes]]:
+    valid = ultrachat_lines(120)
+    big = b"\n".join([*valid, valid[7], b"", valid[3] + b"\r", *valid[:5]]) + b"\n"  # duplicates too
+    return [(p.name, p.read_bytes()) for p in sorted(BAD.iterdir())] + [("generated_valid", big)]
+
+
+STREAM_CORPUS = stream_corpus()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+@pytest.mark.parametrize("name", [name for name, _ in STREAM_CORPUS])
+def test_stream_gives_the_report_of_the_finished_file(tmp_path: Path, name: str, data: st.DataObject) -> None:
+    raw = dict(STREAM_CORPUS)[name]
+    path = write(tmp_path, raw, "whole.jsonl")
+    cuts = data.draw(st.lists(st.integers(0, max(len(raw), 1)), max_size=40), label="cuts")
+    checksum = data.draw(st.booleans(), label="checksum")
+    options = {"max_errors": 3, "checksum": checksum, "min_examples": 2}
+    expected = validate_file(path, display_name="datasets/x.jsonl", **options)  # type: ignore[arg-type]
+    dest = tmp_path / "streamed.jsonl"
+    before = threading.active_count()
+    got = streamed(cut(raw, cuts), dest, **options)
+    assert got == expected
+    assert threading.active_count() == before
+    if checksum or reading.sniff_format(raw[:4]) is None:
+        assert dest.read_bytes() == raw  # the tee wrote every byte
+
+
+def test_stream_of_a_generated_valid_file_in_network_sized_chunks(tmp_path: Path) -> None:
+    lines = ultrachat_lines(3000)
+    raw = b"\n".join([*lines, *lines[:50]]) + b"\n"  # 50 duplicates read back from the written file
+    expected = validate_file(write(tmp_path, raw), display_name="datasets/x.jsonl", checksum=True)
+    assert expected.ok and expected.duplicates == 50 and len(raw) > 2 * MiB
+    chunks = [raw[i : i + 1_000_003] for i in range(0, len(raw), 1_000_003)]
+    dest = tmp_path / "streamed.jsonl"
+    assert streamed(chunks, dest, checksum=True) == expected
+    assert dest.read_bytes() == raw
+
+
+def test_stream_error_is_raised_and_the_partial_file_removed(tmp_path: Path) -> None:
+    from storage.errors import BlobChangedError
+
+    def chunks():
+        yield GOOD + b"\n"
+        yield GOOD_SYS
+        raise BlobChangedError(
+            "datasets/x.jsonl changed", container="datasets", name="x.jsonl", status_code=412
+        )
+
+    dest = tmp_path / "streamed.jsonl"
+    before = threading.active_count()
+    with pytest.raises(BlobChangedError, match="changed"):
+        from core.validation import validate_stream
+
+        validate_stream(chunks(), dest)
+    assert not dest.exists()
+    assert threading.active_count() == before
+
+
+def test_stream_stops_reading_once_the_format_decides(tmp_path: Path) -> None:
+    """A gzip upload fails on its first bytes: the rest is not downloaded (the helper pulls at
+    most a queue's worth ahead), and the source is closed."""
+    pulled = 0
+    closed = False
+
+    def endless():
+        nonlocal pulled, closed
+        try:
+            yield b"\x1f\x8b\x08\x00" + b"\x00" * 1000
+            while True:
+                pulled += 1
+                yield b"\x00" * 1000
+        finally:
+            closed = True
+
+    from core.validation import validate_stream
+
+    report = validate_stream(endless(), tmp_path / "x.jsonl", depth=2)
+    assert where(report) == [(0, "")] and "gzip" in report.errors[0].message
+    assert closed and pulled <= 2 + 2
+
+
+def test_stream_memory_is_bounded_by_the_queue(tmp_path: Path) -> None:
+    """A fast source and a validator that cannot keep up: the helper waits for room instead of
+    buffering the whole download."""
+    from core.validation import validate_stream
+
+    one = GOOD + b"\n"
+    chunk = one * (MiB // len(one))
+    ahead: list[int] = []
+    state = {"pulled": 0, "consumed": 0}
+    original = reading.StreamTee.read
+
+    def slow_read(self: reading.StreamTee) -> bytes | bytearray:
+        got = original(self)
+        state["consumed"] += 1
+        ahead.append(state["pulled"] - state["consumed"])
+        return got
+
+    def source():
+        for _ in range(20):
+            state["pulled"] += 1
+            yield chunk
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reading.StreamTee, "read", slow_read)
+        report = validate_stream(source(), tmp_path / "x.jsonl", depth=2)
+    assert report.ok and report.examples == 20 * (MiB // len(one))
+    assert max(ahead) <= 2 + 1  # queued + the one the helper holds while waiting for room
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(0, 1700), max_size=30), terminator=st.sampled_from([b"\n", b"\r\n", b""]))
+def test_stream_skips_over_long_lines_like_the_file_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuts: list[int], terminator: bytes
+) -> None:
+    monkeypatch.setattr(checker, "MAX_LINE_BYTES", 200)
+    ok_long = conv(("user", "x" * 75), ("assistant", "y" * 40))
+    long = b"q" * 201
+    raw = b"\n".join([GOOD, long, ok_long, b"w" * 500, GOOD_SYS, long + b"\r", b"  ", GOOD]) + terminator
+    expected = validate_file(write(tmp_path, raw), display_name="datasets/x.jsonl")
+    assert expected.error_count == 3
+    assert streamed(cut(raw, cuts), tmp_path / "streamed.jsonl") == expected
+
+
+def test_split_in_one_pass_with_the_known_count_gives_the_same_files(tmp_path: Path) -> None:
+    from core.splitting import split_file
+
+    lines = ultrachat_lines(57)
+    raw = b"\xef\xbb\xbf" + b"\n".join([*lines[:20], b"", b" \r", *lines[20:]]) + b"\r"
+    path = write(tmp_path, raw)
+    two = split_file(path, tmp_path / "t2", tmp_path / "v2", fraction=0.2, seed=7)
+    report = validate_file(path)
+    assert report.ok and report.examples == 57
+    one = split_file(path, tmp_path / "t1", tmp_path / "v1", fraction=0.2, seed=7, examples=report.examples)
+    assert one == two == (46, 11)
+    assert (tmp_path / "t1").read_bytes() == (tmp_path / "t2").read_bytes()
+    assert (tmp_path / "v1").read_bytes() == (tmp_path / "v2").read_bytes()
+    with pytest.raises(OSError, match="changed while it was being split"):
+        split_file(path, tmp_path / "t3", tmp_path / "v3", examples=58)
+
+
+def test_activity_streams_and_reports_a_blob_overwritten_mid_download(
+    azure, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from activities.dataset import validate_dataset
+    from storage.errors import BlobChangedError
+    from testing.fakes import ultrachat_lines as fake_lines
+
+    dataset = azure.put_blob("datasets", "chats/moving.jsonl", fake_lines(200))
+    payload = {
+        "instance_id": "ft-0123456789abcdef",
+        "config": settings.run_config().model_dump(mode="json"),
+        "dataset": dataset.model_dump(mode="json"),
+    }
+    opened = azure.open_stream
+
+    def overwritten(blob):
+        chunks = opened(blob)
+        yield next(chunks)
+        raise BlobChangedError("changed", container=blob.container, name=blob.name, status_code=412)
+
+    monkeypatch.setattr(azure, "open_stream", overwritten)
+    outcome = DatasetOutcome.model_validate(validate_dataset(payload))
+    assert not outcome.ok
+    [report] = outcome.reports
+    assert report.errors[0].message.startswith("blob was overwritten after this run started")
+    assert azure.count("upload") == 0

@@ -424,3 +424,98 @@ def test_split_blob_url_error_does_not_echo_sas() -> None:
 )
 def test_normalize_etag(etag: str, expected: str) -> None:
     assert normalize_etag(etag) == expected
+
+
+# -- open_stream ------------------------------------------------------------------------------
+
+
+@pytest.mark.azurite
+def test_open_stream_yields_the_exact_bytes_in_chunks(blob_store: BlobStoreFixture, tmp_path: Path) -> None:
+    data = os.urandom(9 * 1024 * 1024 + 11)  # three GETs at 4 MiB chunks
+    ref = put(blob_store, "d/9mb.jsonl", data, tmp_path)
+    chunks = list(blob_store.store.open_stream(ref))
+    assert b"".join(chunks) == data
+    assert len(chunks) == 3 and all(0 < len(c) <= blob_store_module.CHUNK_SIZE for c in chunks)
+
+    bare = ref.model_copy(update={"etag": (ref.etag or "").strip('"')})  # Event Grid's form
+    assert b"".join(blob_store.store.open_stream(bare)) == data
+    latest = BlobRef(container=blob_store.container, name="d/9mb.jsonl")  # no etag: the current one
+    assert b"".join(blob_store.store.open_stream(latest)) == data
+
+
+@pytest.mark.azurite
+def test_open_stream_of_an_empty_blob_yields_nothing(blob_store: BlobStoreFixture, tmp_path: Path) -> None:
+    ref = put(blob_store, "empty.jsonl", b"", tmp_path)
+    assert b"".join(blob_store.store.open_stream(ref)) == b""
+
+
+@pytest.mark.azurite
+def test_open_stream_errors_are_raised_on_open(blob_store: BlobStoreFixture, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=re.escape(f"blob not found: {blob_store.container}/nope")):
+        blob_store.store.open_stream(BlobRef(container=blob_store.container, name="nope"))
+    with pytest.raises(FileNotFoundError, match=r"blob not found: no-such-container/x\.jsonl"):
+        blob_store.store.open_stream(BlobRef(container="no-such-container", name="x.jsonl"))
+
+    old = put(blob_store, "ds.jsonl", b"v1\n", tmp_path)
+    put(blob_store, "ds.jsonl", b"v2\n", tmp_path)
+    with pytest.raises(BlobChangedError) as caught:
+        blob_store.store.open_stream(old)
+    err = caught.value
+    assert (err.container, err.name, err.status_code, err.error_code) == (
+        blob_store.container,
+        "ds.jsonl",
+        412,
+        "ConditionNotMet",
+    )
+    assert_no_secret(err)
+
+
+@pytest.mark.azurite
+def test_open_stream_overwritten_mid_way_raises_blob_changed(
+    blob_store: BlobStoreFixture, tmp_path: Path
+) -> None:
+    """Later chunks are pinned to the first one's version, with or without an etag asked for."""
+    data = os.urandom(9 * 1024 * 1024)
+    for pinned in (True, False):
+        ref = put(blob_store, "moving.jsonl", data, tmp_path)
+        asked = ref if pinned else BlobRef(container=blob_store.container, name="moving.jsonl")
+        chunks = blob_store.store.open_stream(asked)
+        first = next(chunks)
+        assert first == data[: len(first)]
+        put(blob_store, "moving.jsonl", b"v2" + data, tmp_path)  # overwritten while streaming
+        with pytest.raises(BlobChangedError) as caught:
+            list(chunks)
+        assert caught.value.status_code == 412
+        assert_no_secret(caught.value)
+
+
+def test_open_stream_unreachable_error_carries_no_token() -> None:
+    sas = "sv=2025-11-05&ss=b&srt=co&sp=r&se=2099-01-01T00:00:00Z&sig=c2VjcmV0U2lnbmF0dXJlVmFsdWU%3D"
+    cs = f"BlobEndpoint=http://127.0.0.1:9/devstoreaccount1;SharedAccessSignature={sas}"
+    with BlobDatasetStore.from_connection_string(cs, retry_total=0, connection_timeout=2) as store:
+        with pytest.raises(BlobStoreError, match="unreachable") as caught:
+            store.open_stream(BlobRef(container="datasets", name="a.jsonl"))
+        assert_no_secret(caught.value, "c2VjcmV0U2lnbmF0dXJlVmFsdWU", "sig=")
+
+
+def test_fake_open_stream_matches_download(tmp_path: Path) -> None:
+    from testing.fakes import FakeAzure
+
+    azure = FakeAzure()
+    data = os.urandom(10_000)
+    ref = azure.put_blob("datasets", "a.jsonl", data)
+    assert b"".join(azure.open_stream(ref)) == data
+    assert len(list(azure.open_stream(ref))) == 3  # 4096-byte chunks
+    with pytest.raises(FileNotFoundError):
+        azure.open_stream(BlobRef(container="datasets", name="missing.jsonl"))
+    azure.put_blob("datasets", "a.jsonl", b"v2")
+    with pytest.raises(BlobChangedError):
+        azure.open_stream(ref)
+    assert azure.count("download") == 4
+
+
+def test_no_storage_refuses_open_stream() -> None:
+    from backends.registry import _NoStorage
+
+    with pytest.raises(RuntimeError, match="uses no datasets storage"):
+        _NoStorage("the scorer").open_stream(BlobRef(container="c", name="x.jsonl"))
