@@ -261,6 +261,22 @@ def test_a_changed_blob_raises_the_seams_blob_changed_error(
     assert not dest.exists(), "nothing is left behind"
 
 
+def test_open_stream_gives_the_version_s_bytes_and_the_seam_s_errors(
+    datasets: DatasetStore, container: str, tmp_path: Path
+) -> None:
+    name = f"{unique('d')}.jsonl"
+    data = b"".join(b'{"n": %d}\n' % i for i in range(5000))
+    ref = upload(datasets, container, name, data, tmp_path)
+    assert b"".join(datasets.open_stream(ref)) == data
+    assert b"".join(datasets.open_stream(ref.model_copy(update={"etag": None}))) == data
+
+    with pytest.raises(FileNotFoundError):
+        datasets.open_stream(BlobRef(container=container, name=f"{unique('nope')}.jsonl"))
+    upload(datasets, container, name, b"v2\n", tmp_path)
+    with pytest.raises(BlobChangedError):
+        b"".join(datasets.open_stream(ref))
+
+
 # --------------------------------------------------------------------------- TurnStore
 
 
