@@ -9,6 +9,12 @@ Two levels:
   (TaskFailed → retry timer → TaskScheduled again; after the last attempt one more timer, then
   the failure), and starts a fresh history on ContinueAsNew. Every episode's new actions,
   custom status and history size are recorded for assertions.
+
+Time: by default activities run one at a time, each completing `activity_duration` after the
+last. With `activity_time` (name, input -> how long it runs) activities overlap as they do on a
+host: each completes at the time it was scheduled plus its duration, and the host delivers
+whatever is due first (an activity's completion, a timer, an event raised at a time with
+`raise_at`); the activity function runs at its completion time (`Replayer.clock`).
 """
 
 from __future__ import annotations
@@ -156,11 +162,12 @@ class Step:
 @dataclass
 class _Pending:
     seq: int
-    kind: str  # "activity" | "timer" | "retry_timer"
+    kind: str  # "activity" | "timer" | "retry_timer" | "event"
     name: str = ""
     input: Any = None
-    fire_at: datetime | None = None
+    fire_at: datetime | None = None  # a timer's fire time, an event's delivery time
     retry: _Retry | None = None
+    due: datetime | None = None  # an activity's completion time (with `activity_time` only)
 
 
 @dataclass
@@ -213,6 +220,7 @@ class Replayer:
         activity_duration: timedelta = timedelta(seconds=1),
         max_episodes: int = 10_000,
         events: list[tuple[Callable[[Any], bool], str, Any]] | None = None,
+        activity_time: Callable[[str, Any], timedelta] | None = None,
     ) -> None:
         self.handler = handler
         self.activities = activities
@@ -225,6 +233,25 @@ class Replayer:
         # External events: (when(custom_status) -> bool, name, payload), each raised once, as soon
         # as the orchestration's custom status satisfies `when` (a person reacting to the status).
         self.events = list(events or [])
+        # How long each activity runs (name, parsed input); None: one at a time, `activity_duration`.
+        self.activity_time = activity_time
+        # Events raised on the instance at a simulated time (`raise_at`), across generations.
+        self.timed_events: list[_Pending] = []
+        self._raised = 0
+
+    def raise_at(self, when: datetime, name: str, payload: Any) -> None:
+        """Raise the external event `name` on the instance at `when` (simulated; at once if that
+        has passed). Callable before `run` or from an activity while it runs (a fake service
+        announcing a change); events due at the same time arrive in the order they were raised."""
+        self.timed_events.append(_Pending(self._raised, "event", name, payload, fire_at=when))
+        self._raised += 1
+
+    def _activity(self, seq: int, name: str, input_: Any, retry: _Retry | None) -> _Pending:
+        due = None
+        if self.activity_time is not None:
+            payload = json.loads(input_) if isinstance(input_, str) else input_
+            due = self.clock + self.activity_time(name, payload)
+        return _Pending(seq, "activity", name, input_, retry=retry, due=due)
 
     def run(self) -> RunResult:
         steps: list[Step] = []
@@ -260,9 +287,7 @@ class Replayer:
                             opts["maxNumberOfAttempts"],
                         )
                     history.task_scheduled(self.clock, seq, action["functionName"], action.get("input"))
-                    pending.append(
-                        _Pending(seq, "activity", action["functionName"], action.get("input"), retry=retry)
-                    )
+                    pending.append(self._activity(seq, action["functionName"], action.get("input"), retry))
                     seq += 1
                 elif kind == CREATE_TIMER:
                     fire_at = datetime.fromisoformat(action["fireAt"].replace("Z", "+00:00"))
@@ -303,9 +328,16 @@ class Replayer:
                 history.orchestrator_started(self.clock)
                 history.event_raised(self.clock, raised[1], raised[2])
                 continue
-            if not pending:
+            if not pending and not self.timed_events:
                 raise AssertionError("orchestration is waiting on nothing: " + json.dumps(new_actions))
             item = self._next(pending)
+            if item.kind == "event":
+                self.timed_events.remove(item)
+                assert item.fire_at is not None
+                self.clock = max(self.clock, item.fire_at)
+                history.orchestrator_started(self.clock)
+                history.event_raised(self.clock, item.name, item.input)
+                continue
             pending.remove(item)
             host_events, seq = self._deliver(item, history, pending, calls, seq)
         raise AssertionError(f"orchestration did not finish in {self.max_episodes} episodes")
@@ -329,12 +361,15 @@ class Replayer:
             if item.kind == "retry_timer" and r is not None and r.attempts < r.max_attempts:
                 r.attempts += 1
                 retry_seq, now = seq, self.clock
-                pending.append(_Pending(retry_seq, "activity", r.name, r.input, retry=r))
+                pending.append(self._activity(retry_seq, r.name, r.input, r))
                 host_events.append(lambda: history.task_scheduled(now, retry_seq, r.name, r.input))
                 seq += 1
             return host_events, seq
 
-        self.clock += self.activity_duration
+        if item.due is not None:
+            self.clock = max(self.clock, item.due)
+        else:
+            self.clock += self.activity_duration
         history.orchestrator_started(self.clock)
         payload = json.loads(item.input) if isinstance(item.input, str) else item.input
         calls.append((item.name, payload))
@@ -354,9 +389,19 @@ class Replayer:
             history.task_completed(self.clock, item.seq, value)
         return host_events, seq
 
-    @staticmethod
-    def _next(pending: list[_Pending]) -> _Pending:
-        activities = [p for p in pending if p.kind == "activity"]
-        if activities:
-            return activities[0]
-        return min(pending, key=lambda p: (p.fire_at, p.seq))
+    def _next(self, pending: list[_Pending]) -> _Pending:
+        """What the host delivers next: by default any activity first (in order), then the
+        earliest timer or timed event; with `activity_time`, whatever is due first (on a tie:
+        activities, then events, then timers)."""
+        rank = {"activity": 0, "event": 1}
+        if self.activity_time is None:
+            activities = [p for p in pending if p.kind == "activity"]
+            if activities:
+                return activities[0]
+
+        def due(p: _Pending) -> tuple[datetime, int, int]:
+            when = p.due if p.kind == "activity" else p.fire_at
+            assert when is not None
+            return when, rank.get(p.kind, 2), p.seq
+
+        return min([*pending, *self.timed_events], key=due)

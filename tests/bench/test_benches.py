@@ -88,3 +88,78 @@ def test_history_bench_quick(tmp_path: Path):
     assert scenarios[1]["generations"] > scenarios[0]["generations"]  # continue-as-new happened
     assert {"value", "target", "met"} <= set(result["target"])
     assert isinstance(result["target"]["met"], bool)
+
+
+def test_critical_path_quick(tmp_path: Path):
+    out = tmp_path / "critical_path.quick.json"
+    proc = run_bench("bench.critical_path", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "overhead s" in proc.stdout and "targets" in proc.stdout
+
+    result = json.loads(out.read_text())
+    assert result["bench"] == "critical_path" and result["quick"] is True
+    assert {"cpu_model", "cores", "python", "packages"} <= set(result["machine"])
+    scenarios = ["polling", "events", "events_lost", "events_duplicated"]
+    assert list(result["headline"]) == scenarios
+    assert set(result["latencies_s"]) <= set(result["latency_sources"])  # every default says where it is from
+    spread = result["spread"]
+    assert len(spread["training_s"]) >= 2 and list(spread["runs"]) == scenarios
+    fallback = result["method"]["job_event_fallback_s"]
+    for scenario in scenarios:
+        runs = [result["headline"][scenario], *spread["runs"][scenario]]
+        assert len(runs) == len(spread["training_s"]) + 1
+        for r in runs:
+            # Simulated figures, so exact: every run completes and the arithmetic holds.
+            assert r["completed"] is True and r["status"] == "completed"
+            assert r["wall_s"] > r["inherent_s"] > r["training_s"]
+            assert r["overhead_s"] == r["wall_s"] - r["inherent_s"]
+            assert 0 < r["lag_s"] <= r["overhead_s"]
+            assert r["history_events"] > 0 and r["activity_executions"] > 0 and r["job_reads"] >= 1
+        raised = {"polling": 0, "events": 1, "events_lost": 0, "events_duplicated": 2}[scenario]
+        assert all(r["events_raised"] == raised for r in runs)
+        if scenario == "events_lost":
+            assert all(r["lag_s"] <= fallback for r in runs)
+        assert set(spread["summary"][scenario]) >= {
+            "lag_s",
+            "overhead_s",
+            "history_events",
+            "activity_executions",
+        }
+    headline = result["headline"]["events"]
+    assert headline["durations_s"]["evaluate"] > 0 and set(headline["overhead_breakdown_s"]) == {
+        "job_end_to_register",
+        "deploy_beyond_creation",
+        "rest",
+    }
+    assert set(result["targets"]) == {
+        "events_overhead_max_s",
+        "events_lag_p95_s",
+        "events_duplicated_overhead_max_s",
+        "events_duplicated_lag_p95_s",
+        "events_lost_lag_max_s",
+        "history_events_vs_polling",
+        "activity_executions_vs_polling",
+    }
+    assert all(isinstance(t["met"], bool) for t in result["targets"].values())
+
+
+def test_download_validate_quick(tmp_path: Path):
+    out = tmp_path / "download_validate.quick.json"
+    proc = run_bench("bench.download_validate", "--workdir", str(tmp_path / "data"), "--out", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "vs download" in proc.stdout and "target:" in proc.stdout
+
+    result = json.loads(out.read_text())
+    assert result["bench"] == "download_validate" and result["quick"] is True
+    assert {"cpu_model", "cores", "ram_gib", "python", "packages"} <= set(result["machine"])
+    run = result["result"]
+    assert run["file"]["bytes"] >= 20_000_000 and run["file"]["lines"] == run["verdict"]["examples"]
+    assert run["verdict"]["ok"] is True  # a valid file; both validating contenders agreed on the report
+    assert set(run["contenders"]) == {"download", "old", "stream"}
+    for c in run["contenders"].values():
+        assert c["best_seconds"] > 0 and c["mb_per_s"] > 0 and c["peak_rss_mib"] > 0
+        assert len(c["runs"]) == 1 and c["runs"][0]["file_sha256"] == run["file"]["sha256"]
+    assert run["contenders"]["old"]["best_validate_seconds"] > 0
+    assert set(run["ratios"]) == {"stream_over_download", "old_over_download", "stream_over_old"}
+    assert {"value", "target", "met"} <= set(result["target"]) and isinstance(result["target"]["met"], bool)
+    assert len(list((tmp_path / "data").glob("*.jsonl"))) == 1  # cached for the next run
