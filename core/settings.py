@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     LOCAL_RUN_DIR: str = ".run"
     LOCAL_MAX_STEPS: int = 300
     LOCAL_LEARNING_RATE: float = 0.003
+    # Where a local job's end is published as Azure ML's RunStatusChanged (an Event Grid webhook:
+    # the dev host sets its own); None publishes nothing (the run then polls). May carry a key.
+    LOCAL_JOB_EVENTS_URL: str | None = Field(default=None, repr=False)
 
     # Evaluation gate: before traffic moves, the new deployment and the live one answer the same
     # seeded sample of held-out validation prompts; promote only if new >= live - tolerance and

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from devhost import azure_emulator, azurite, control
-from devhost.config import host_env
+from devhost.config import host_env, job_event_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +34,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.azure:
         emulator = azure_emulator.ensure(run_dir, env, env["DATASETS_CONTAINER"])
         env.update(emulator.app_env(env["DATASETS_CONTAINER"]))
+    else:  # local jobs publish their end to this host's Event Grid webhook
+        env.update(job_event_env(args.port))
     os.environ.update(env)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(ROOT))

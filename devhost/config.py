@@ -32,6 +32,29 @@ OFFLINE_DEFAULTS = {
 }
 
 
+# The job's end by event, offline: the local backend publishes RunStatusChanged to the host's own
+# Event Grid webhook (as Azure ML does to the workspace's system topic), which runs the app's
+# Event Grid trigger. Not with `--azure`: the Azure ML emulator does not publish events yet, so
+# runs there poll (JOB_POLL_*).
+JOB_EVENTS_FUNCTION = "on_job_status_changed"
+JOB_EVENT_DEFAULTS = {
+    "JOB_STATUS_EVENTS": "true",
+    "JOB_EVENT_FALLBACK_S": "60",  # the least Settings allows; polls only if an event is lost
+}
+
+
+def job_events_url(port: int, function: str = JOB_EVENTS_FUNCTION) -> str:
+    """The dev host's Event Grid webhook for `function` (no key: the host listens on loopback)."""
+    return f"http://127.0.0.1:{port}/runtime/webhooks/eventgrid?functionName={function}"
+
+
+def job_event_env(port: int) -> dict[str, str]:
+    """The offline default settings for job events (process environment wins)."""
+    env = {**JOB_EVENT_DEFAULTS, "LOCAL_JOB_EVENTS_URL": job_events_url(port)}
+    env.update({k: v for k, v in os.environ.items() if k in env})
+    return env
+
+
 def host_env(run_dir: Path, connection_string: str) -> dict[str, str]:
     env = dict(OFFLINE_DEFAULTS)
     env.update(os.environ)

@@ -2,7 +2,8 @@
 
 `FunctionIndex.load("function_app")` imports the module, finds its `FunctionApp`/`DFApp`, and
 sorts every function by its trigger binding (orchestrationTrigger, activityTrigger, httpTrigger,
-blobTrigger, timerTrigger). No hand-kept list: add a function to a blueprint and it is served.
+blobTrigger, timerTrigger, eventGridTrigger). No hand-kept list: add a function to a blueprint and
+it is served.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class FunctionIndex:
     http: list[HttpRoute] = field(default_factory=list)
     blob: list[Function] = field(default_factory=list)
     timers: list[Function] = field(default_factory=list)
+    event_grid: dict[str, Function] = field(default_factory=dict)  # by function name (the webhook's)
 
     @classmethod
     def load(cls, module_name: str = "function_app") -> FunctionIndex:
@@ -111,9 +113,19 @@ class FunctionIndex:
                 index.blob.append(fn)
             elif fn.binding("timerTrigger"):
                 index.timers.append(fn)
+            elif fn.binding("eventGridTrigger"):
+                index.event_grid[fn.name] = fn
             else:
                 raise RuntimeError(f"function {fn.name}: no trigger the dev host supports: {fn.bindings}")
         return index
+
+    @property
+    def names(self) -> list[str]:
+        """Every function's name, sorted (what `/admin/host/status` lists)."""
+        return sorted(
+            [*self.orchestrators, *self.activities, *(r.function.name for r in self.http),
+             *(f.name for f in self.blob), *(f.name for f in self.timers), *self.event_grid]
+        )  # fmt: skip
 
     def route(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
         for route in self.http:

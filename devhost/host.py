@@ -1,5 +1,5 @@
-"""The dev host process: engine dispatcher + activity workers + HTTP + blob watcher + timer triggers in one
-asyncio loop."""
+"""The dev host process: engine dispatcher + activity workers + HTTP (with the Event Grid webhook) + blob
+watcher + timer triggers in one asyncio loop."""
 
 from __future__ import annotations
 
@@ -98,8 +98,7 @@ class Host:
 
     @property
     def function_count(self) -> int:
-        i = self.index
-        return len(i.orchestrators) + len(i.activities) + len(i.http) + len(i.blob) + len(i.timers)
+        return len(self.index.names)
 
     async def dispatch(self) -> None:
         """Run episodes while there are due events; start activities up to the concurrency limit;

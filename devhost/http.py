@@ -4,7 +4,9 @@
   (`/runtime/webhooks/durabletask/instances/{id}`, `…/raiseEvent/{event}`, `…/terminate`, purge)
   and at the RPC base the SDK's DurableOrchestrationClient calls (`/durabletask/…`);
 - the app's HTTP triggers at `/api/<route>`, invoked through their real user functions with an
-  `azure.functions.HttpRequest` and the durable client binding JSON.
+  `azure.functions.HttpRequest` and the durable client binding JSON;
+- the Event Grid webhook (`/runtime/webhooks/eventgrid?functionName=<name>`) that delivers events
+  to the app's Event Grid triggers (`devhost/eventgrid.py`).
 
 Auth levels are not enforced, as with `func start`: the host only listens on loopback.
 """
@@ -20,6 +22,7 @@ from urllib.parse import quote
 import azure.functions as func
 from aiohttp import web
 
+from devhost import eventgrid
 from devhost.engine import Conflict, Engine, Gone, NotFound
 from devhost.functions import FunctionIndex
 
@@ -83,25 +86,39 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-async def _json_text(request: web.Request) -> str | None:
-    """Request body as the JSON text to store: the SDK posts `json=<json string>`, curl a raw value.
+_EMPTY = object()  # `_json_value`: an empty body is an error
+_EMPTY_BODY = object()  # `_json_text`: an empty body is no input
 
-    A body that is not UTF-8 JSON raises BadBody. A JSON string is kept as the JSON text the SDK
-    meant when it parses as JSON, and otherwise stored as that string (so the orchestration
-    always receives valid JSON)."""
+
+async def _json_value(request: web.Request, empty: Any = _EMPTY) -> Any:
+    """The body as a JSON value; `empty` for an empty body (BadBody if no `empty` is given), and
+    BadBody if it is not UTF-8 JSON."""
     raw = await request.read()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadBody("the body is not UTF-8") from None
     if not text.strip():
-        return None
+        if empty is _EMPTY:
+            raise BadBody("the body is empty")
+        return empty
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise BadBody(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except (ValueError, RecursionError) as exc:  # NaN / Infinity, absurd nesting
         raise BadBody(f"the body is not JSON: {str(exc)[:80] or type(exc).__name__}") from None
+
+
+async def _json_text(request: web.Request) -> str | None:
+    """Request body as the JSON text to store: the SDK posts `json=<json string>`, curl a raw value.
+
+    A body that is not UTF-8 JSON raises BadBody. A JSON string is kept as the JSON text the SDK
+    meant when it parses as JSON, and otherwise stored as that string (so the orchestration
+    always receives valid JSON)."""
+    value = await _json_value(request, empty=_EMPTY_BODY)
+    if value is _EMPTY_BODY:
+        return None
     if isinstance(value, str):
         try:
             json.loads(value, parse_constant=_no_constant)
@@ -138,9 +155,14 @@ async def _answer_errors(request: web.Request, handler: Callable[..., Any]) -> w
 
 
 def build_app(
-    engine: Engine, index: FunctionIndex, binding_json: str, wake: Callable[[], None]
+    engine: Engine,
+    index: FunctionIndex,
+    binding_json: str,
+    wake: Callable[[], None],
+    deliveries: eventgrid.Deliveries | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=64 * 1024**2, middlewares=[_answer_errors])
+    delivered = deliveries if deliveries is not None else eventgrid.Deliveries()
 
     async def start(request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -191,11 +213,50 @@ def build_app(
         return web.json_response({"instancesDeleted": deleted}, status=200 if deleted else 404)
 
     async def host_status(request: web.Request) -> web.Response:
-        functions = sorted(
-            [*index.orchestrators, *index.activities, *(r.function.name for r in index.http),
-             *(f.name for f in index.blob), *(f.name for f in index.timers)]
-        )  # fmt: skip
-        return web.json_response({"state": "Running", "functions": functions})
+        body = {
+            "state": "Running",
+            "functions": index.names,
+            "eventGrid": delivered.as_json(sorted(index.event_grid)),
+        }
+        return web.json_response(body)
+
+    async def event_grid(request: web.Request) -> web.Response:
+        name = request.query.get("functionName", "")
+        if not name:
+            detail = "the functionName query parameter names the Event Grid triggered function"
+            return _error(400, "invalid event grid delivery", "functionName", detail)
+        fn = index.event_grid.get(name)
+        if fn is None:
+            shown = name if len(name) <= 80 else name[:80] + "…"
+            known = ", ".join(sorted(index.event_grid)) or "none"
+            detail = f"no Event Grid triggered function named {shown!r} (there are: {known})"
+            return _error(404, "no such function", "functionName", detail)
+        kind = request.headers.get(eventgrid.EVENT_TYPE_HEADER, "")
+        if kind not in ("SubscriptionValidation", "Notification", "Unsubscribe"):
+            detail = (
+                f"the {eventgrid.EVENT_TYPE_HEADER} header must be SubscriptionValidation, Notification"
+                f" or Unsubscribe, not {kind[:40]!r}"
+            )
+            return _error(400, "invalid event grid delivery", eventgrid.EVENT_TYPE_HEADER, detail)
+        if kind == "Unsubscribe":
+            return web.Response(status=202)
+        body = await _json_value(request)
+        try:
+            if kind == "SubscriptionValidation":
+                code = eventgrid.validation_code(body)
+                log.info("event grid subscription validated for %s", name)
+                return web.json_response({"validationResponse": code})
+            events = eventgrid.parse_events(body)
+        except eventgrid.BadEvents as exc:
+            return _error(400, "invalid event grid delivery", exc.field, str(exc))
+        try:
+            failed = await eventgrid.deliver(fn, events, binding_json, delivered)
+        finally:
+            wake()
+        if failed:
+            detail = f"{failed} of {len(events)} invocations of {name} failed; see the host log"
+            return _error(500, "function failed", "(function)", detail)
+        return web.Response(status=202)
 
     async def http_trigger(request: web.Request) -> web.StreamResponse:
         path = request.match_info["tail"].strip("/")
@@ -248,6 +309,7 @@ def build_app(
         app.router.add_post(f"{base}/instances/{{id}}/raiseEvent/{{event}}", raise_event)
         app.router.add_post(f"{base}/instances/{{id}}/terminate", terminate)
     app.router.add_get("/admin/host/status", host_status)
+    app.router.add_post(eventgrid.PATH, event_grid)
     app.router.add_route("*", "/api/{tail:.*}", http_trigger)
     return app
 

@@ -21,7 +21,10 @@ Deterministic for the same data and settings: everything is seeded and runs sing
 CPU with a fixed thread count.
 
 SIGTERM (cancel) ends the MLflow run as KILLED and exits without touching status.json: the
-canceller writes Canceled.
+canceller writes Canceled (and publishes it).
+
+After writing Completed or Failed, the job publishes its end as Azure ML's RunStatusChanged event
+to `LOCAL_JOB_EVENTS_URL` when that is set (`localml.training.publish_status_event`, best effort).
 """
 
 from __future__ import annotations
@@ -67,7 +70,13 @@ from localml.tiny_phi3 import (  # noqa: E402
     encode_conversations,
 )
 from localml.tokenizer import build_tokenizer, conversation_texts  # noqa: E402
-from localml.training import JOB_TAG, SPEC_FILE, read_status, write_status  # noqa: E402
+from localml.training import (  # noqa: E402
+    JOB_TAG,
+    SPEC_FILE,
+    publish_status_event,
+    read_status,
+    write_status,
+)
 from storage.blob_store import BlobDatasetStore  # noqa: E402
 from storage.blob_urls import split_blob_url  # noqa: E402
 
@@ -392,7 +401,6 @@ def main(argv: Sequence[str]) -> int:
         if (read_status(job.dir) or {}).get("state") == JobState.CANCELED.value:
             return 0
         job.run()
-        return 0
     except (Terminated, CanceledByStatus):
         _end_mlflow_run(job, "KILLED")
         _log("canceled")
@@ -400,11 +408,29 @@ def main(argv: Sequence[str]) -> int:
     except BaseException as exc:
         traceback.print_exc()
         _end_mlflow_run(job, "FAILED")
+        failed = False
         with contextlib.suppress(Exception):
             current = read_status(job_dir) or {}
             if current.get("state") != JobState.CANCELED.value:
                 write_status(job_dir, JobState.FAILED, error=_one_line(exc), pid=os.getpid())
+                failed = True
+        if failed:
+            _publish(job_dir, JobState.FAILED)
         return 1
+    _publish(job_dir, JobState.COMPLETED)
+    return 0
+
+
+def _publish(job_dir: Path, state: JobState) -> None:
+    """Publish the job's end (never fails the job: the run's fallback poll finds it anyway)."""
+    try:
+        settings = Settings(BACKEND="local")
+    except Exception as exc:  # the settings themselves may be why the job failed
+        _log(f"not publishing the {state.value} event: settings unreadable ({type(exc).__name__})")
+        return
+    if settings.LOCAL_JOB_EVENTS_URL:
+        published = publish_status_event(settings, job_dir, state)
+        _log(f"{state.value} event {'published' if published else 'not delivered (see above)'}")
 
 
 def _end_mlflow_run(job: Job | None, status: str) -> None:

@@ -17,6 +17,13 @@ The job process is `python -m localml.train_job <job dir>` (see `localml/train_j
 recognised and stopped with `localml.processes` (its own session, so `cancel_job` signals its
 whole process group).
 
+When a job ends (Completed, Failed, Canceled) and `LOCAL_JOB_EVENTS_URL` is set, whoever wrote the
+final status (the job process, or `cancel_job` / `get_job` here) POSTs one Azure ML
+`Microsoft.MachineLearningServices.RunStatusChanged` event to it, in the Event Grid schema and
+the way Event Grid delivers (`aeg-event-type: Notification`, a JSON array): the dev host sets it
+to its own Event Grid webhook, so a waiting run is woken as on Azure (`publish_status_event`).
+Best effort: a failed POST is logged and changes nothing (the run's fallback poll finds the job).
+
 The loss history (`train_loss` / `eval_loss` of the job's MLflow run) and the model housekeeping
 (`set_model_tags`, `list_models`, `delete_model`) use the local MLflow store; before a job has
 created it they find nothing and create nothing.
@@ -31,10 +38,13 @@ transformers and mlflow are imported only when they are called):
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,7 +65,9 @@ __all__ = [
     "generate",
     "job_env",
     "load_model",
+    "publish_status_event",
     "read_status",
+    "status_event",
     "write_status",
 ]
 
@@ -92,6 +104,15 @@ _STORAGE_SETTINGS = (
     "DATASETS_CONTAINER",
 )
 
+# Settings the job process needs to publish its end (`publish_status_event`).
+_EVENT_SETTINGS = ("LOCAL_JOB_EVENTS_URL", "AI_PROJECT_NAME", "AZUREML_WORKSPACE")
+RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
+EVENT_TIMEOUT_S = 5.0
+LOCAL_WORKSPACE = "local"  # the workspace name in the topic when no project name is set
+_WORKSPACE_TOPIC = (
+    "/subscriptions/local/resourceGroups/local/providers/Microsoft.MachineLearningServices/workspaces/{}"
+)
+
 
 class JobNotFoundError(LookupError):
     """No job of that name in this run directory."""
@@ -125,9 +146,72 @@ def _update_status(job_dir: Path, state: JobState, **fields: Any) -> dict[str, A
 
 
 def job_env(settings: Settings) -> dict[str, str]:
-    """The job process's environment: a child's (`processes.child_env`) + the storage settings."""
-    storage = {name: str(value) for name in _STORAGE_SETTINGS if (value := getattr(settings, name, None))}
-    return processes.child_env({"BACKEND": "local", **storage})
+    """The job process's environment: a child's (`processes.child_env`) + the storage settings and
+    where to publish its end."""
+    names = (*_STORAGE_SETTINGS, *_EVENT_SETTINGS)
+    passed = {name: str(value) for name in names if (value := getattr(settings, name, None))}
+    return processes.child_env({"BACKEND": "local", **passed})
+
+
+# ------------------------------------------------------------------------------ status events
+
+
+def status_event(job_dir: Path, state: JobState, workspace: str) -> dict[str, Any]:
+    """The `RunStatusChanged` event Azure ML would publish for the job in `job_dir` ending in
+    `state`, in the Event Grid schema (`data.runId` = the job name)."""
+    spec = (_read_json(job_dir / SPEC_FILE) or {}).get("spec") or {}
+    status = read_status(job_dir) or {}
+    experiment = str(spec.get("output_model_prefix") or "")
+    experiment_id = str(status.get("experiment_id") or experiment or "local")
+    tags = spec.get("tags") if isinstance(spec.get("tags"), dict) else {}
+    return {
+        "id": str(uuid.uuid4()),
+        "topic": _WORKSPACE_TOPIC.format(workspace),
+        "subject": f"experiments/{experiment_id}/runs/{job_dir.name}",
+        "eventType": RUN_STATUS_CHANGED,
+        "eventTime": state_files.now(),
+        "data": {
+            "experimentId": experiment_id,
+            "experimentName": experiment,
+            "runId": job_dir.name,
+            "runType": "azureml.scriptrun",
+            "runTags": {**tags, JOB_TAG: job_dir.name},
+            "runProperties": {},
+            "runStatus": state.value,
+        },
+        "dataVersion": "2",
+        "metadataVersion": "1",
+    }
+
+
+def publish_status_event(settings: Settings, job_dir: Path, state: JobState) -> bool:
+    """POST the job's `RunStatusChanged` event to `settings.LOCAL_JOB_EVENTS_URL`, as Event Grid
+    delivers it; True if it was accepted. Best effort: no URL publishes nothing, and a failure is
+    logged (never the URL: it may carry a key) and never raised. Proxies are bypassed: the
+    receiver is the offline stack's own host."""
+    url = settings.LOCAL_JOB_EVENTS_URL
+    if not url or not state.terminal:
+        return False
+    try:
+        event = status_event(job_dir, state, settings.project_name or LOCAL_WORKSPACE)
+        request = urllib.request.Request(
+            url,
+            data=json.dumps([event]).encode(),
+            headers={"Content-Type": "application/json", "aeg-event-type": "Notification"},
+            method="POST",
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=EVENT_TIMEOUT_S) as resp:
+            code = resp.status
+    except urllib.error.HTTPError as exc:
+        log.warning("job %s: the %s event was refused (HTTP %s)", job_dir.name, state.value, exc.code)
+        return False
+    except Exception as exc:  # unreachable, timed out, a bad URL...: the run's fallback poll finds it
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        log.warning("job %s: publishing the %s event failed: %s", job_dir.name, state.value, reason)
+        return False
+    log.info("job %s: published %s (HTTP %s)", job_dir.name, state.value, code)
+    return True
 
 
 def _job_process(job_dir: Path) -> processes.Process | None:
@@ -235,6 +319,7 @@ class LocalTraining:
                 if not state.terminal:
                     status = _update_status(job_dir, JobState.FAILED, error=reason)
                     state = JobState.FAILED
+                    publish_status_event(self.settings, job_dir, state)
         error = status.get("error") if state is JobState.FAILED else None
         progress = status.get("progress") or {}
         metrics = {
@@ -267,8 +352,11 @@ class LocalTraining:
             if process is not None:
                 processes.stop([process], CANCEL_GRACE_S)
             status = read_status(job_dir) or {}
-            if not JobState(status.get("state", JobState.QUEUED.value)).terminal:
+            canceled = not JobState(status.get("state", JobState.QUEUED.value)).terminal
+            if canceled:
                 _update_status(job_dir, JobState.CANCELED)
+        if canceled:
+            publish_status_event(self.settings, job_dir, JobState.CANCELED)
 
     def stop_all(self) -> list[str]:
         """Cancel every job of this run directory that is still queued or running (`make down`)."""

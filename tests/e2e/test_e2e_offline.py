@@ -27,10 +27,14 @@ from testing.devhost_subprocess import ROOT, SAMPLE, WEBHOOK_SECRET, DevHost, fi
 
 
 def at_step(*steps: str) -> Callable[[dict[str, Any]], bool]:
+    """At one of `steps`; for "training", once the run has read its submitted job as not yet ended
+    (on the event path it reads the job once, then waits for its status event: the status may
+    show Queued until the job ends)."""
+
     def check(body: dict[str, Any]) -> bool:
         custom = body.get("customStatus") or {}
         return custom.get("step") in steps and (
-            custom.get("step") != "training" or custom.get("job_status") == "Running"
+            custom.get("step") != "training" or custom.get("job_status") in ("Queued", "Running")
         )
 
     return check
@@ -113,6 +117,16 @@ def test_upload_to_answer(host: DevHost):
     key_file = next((host.run_dir / "serving").rglob("key"))
     assert key_file.read_text().strip() not in hist
     assert WEBHOOK_SECRET not in hist and host.webhook.url not in hist
+
+    # The job's end came by event: the local backend published RunStatusChanged to the host's Event
+    # Grid webhook, on_job_status_changed raised it on the run, and the run went on to register.
+    events = httpx.get(
+        f"{host.base_url}/runtime/webhooks/durabletask/instances/{run_id}", params={"showHistory": "true"}
+    ).json()["historyEvents"]
+    raised = [e for e in events if e["EventType"] == "EventRaised" and e["Name"] == "job_status_changed"]
+    assert raised and json.loads(raised[0]["Input"]) == {"job": out["job"], "status": "Completed"}
+    delivered = httpx.get(f"{host.base_url}/admin/host/status").json()["eventGrid"]["on_job_status_changed"]
+    assert delivered["events"] >= 1 and delivered["failures"] == 0
 
 
 def _jobs(host: DevHost) -> list[str]:
