@@ -87,19 +87,9 @@ SOURCES = {
 
 def _app() -> tuple[Any, dict[str, Any]]:
     """The orchestrator handler and every activity function, as the host indexes function_app."""
-    import json
+    from testing.app import orchestrator_and_activities
 
-    import function_app
-    from core.contracts import ORCHESTRATOR
-    from devhost.functions import app_functions
-
-    functions = {f.get_function_name(): f for f in app_functions(function_app.app)}
-    activities = {}
-    for name, fn in functions.items():
-        bindings = json.loads(fn.get_function_json())["bindings"]
-        if any(b["type"] == "activityTrigger" for b in bindings):
-            activities[name] = fn.get_user_function()
-    return functions[ORCHESTRATOR].get_user_function(), activities
+    return orchestrator_and_activities()
 
 
 def inherent_s(lat: Latencies, endpoint_during_training: bool) -> float:

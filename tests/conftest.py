@@ -18,21 +18,15 @@ from core.contracts import ORCHESTRATOR
 from core.models import RunRequest
 from core.settings import Settings
 from orchestrators.run_input import RunInput
+from testing import app
 from testing.fakes import FakeAzure, ultrachat_lines
 
 pytest_plugins = ["testing.azurite_fixtures", "testing.azureml_fixtures"]
 
 
-def _functions() -> dict[str, Any]:
-    import function_app
-    from devhost.functions import app_functions
-
-    return {f.get_function_name(): f for f in app_functions(function_app.app)}
-
-
 @pytest.fixture(scope="session")
 def functions() -> dict[str, Any]:
-    return _functions()
+    return app.functions()
 
 
 @pytest.fixture(scope="session")
@@ -43,14 +37,7 @@ def orchestrator_handler(functions: dict[str, Any]) -> Callable[..., str]:
 @pytest.fixture(scope="session")
 def activity_functions(functions: dict[str, Any]) -> dict[str, Callable[[Any], Any]]:
     """Every activity the app registers, by name, straight from the indexing API."""
-    import json
-
-    found = {}
-    for name, fn in functions.items():
-        bindings = json.loads(fn.get_function_json())["bindings"]
-        if any(b["type"] == "activityTrigger" for b in bindings):
-            found[name] = fn.get_user_function()
-    return found
+    return app.activities(functions)
 
 
 @pytest.fixture
