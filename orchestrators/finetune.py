@@ -1,7 +1,9 @@
 """The fine-tune orchestration: pure, deterministic control flow.
 
-validate → preflight → submit → monitor (durable timers, backoff, deadline; continue-as-new
-keeps history bounded) → register → endpoint → new deployment at 0 % → smoke test → evaluation
+validate → preflight → submit (and begin the endpoint, so it provisions while the job trains) →
+monitor (the job's status-changed event or a fallback timer, or backoff polling; the job is
+always read before acting; deadline; continue-as-new keeps history bounded) → register →
+endpoint (in the endpoint's release turn) → new deployment at 0 % → smoke test → evaluation
 gate (new vs live on a seeded held-out sample, batched fan-out) → 100 % → delete old deployment →
 Prompt flow connection → RunSummary. A dry run stops after preflight with a plan. Every run that
 submitted a job ends by writing its report next to the dataset; every terminal outcome (not a dry
