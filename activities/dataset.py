@@ -4,8 +4,11 @@
 Without a validation file the dataset is validated while it downloads
 (:func:`core.validation.validate_stream` over `DatasetStore.open_stream`): the verdict is ready
 when the last chunk arrives, and the bytes are on disk for the split by then. The split then
-takes one pass (the report's example count is its line count) and the two files are uploaded,
-train first. With a validation file both are downloaded first, then validated together.
+takes one pass (the report's example count is its line count) and writes each output straight
+into a streaming upload of its own (:func:`core.splitting.split_streaming` into
+`DatasetStore.upload_chunks`): both uploads run while the split is written, and no split file is
+kept locally. A failed upload stops the split and raises (the activity is retried). With a
+validation file both are downloaded first, then validated together.
 
 With a validation file, both are validated together (:func:`core.validation.validate_pair`), which
 also warns about validation examples that repeat a training example (overlap). Duplicates inside a
@@ -24,11 +27,14 @@ from backends.registry import current
 from core.contracts import ValidateDataset
 from core.models import BlobRef, DatasetOutcome, RunConfig, ValidationIssue, ValidationReport
 from core.naming import split_blobs
-from core.splitting import split_file, validation_count
+from core.splitting import split_streaming, validation_count
 from core.validation import validate_file, validate_pair, validate_stream
 
 _NOT_FOUND = "blob not found (deleted after upload?)"
 _CHANGED = "blob was overwritten after this run started; the new upload starts its own run"
+# Each split output is handed to its upload in chunks of this size, at most this many queued.
+_UPLOAD_CHUNK = 4 * 1024 * 1024
+_UPLOAD_DEPTH = 2
 
 
 def _unreadable(blob: BlobRef, message: str) -> ValidationReport:
@@ -137,21 +143,23 @@ def validate_dataset(inp: ValidateDataset) -> DatasetOutcome:
                 validation_examples=n_val,
             )
 
-        train_path, val_path = work / "train.jsonl", work / "validation.jsonl"
-        n_train, n_val = split_file(
+        train_ref, val_ref = split_blobs(dataset, run_id)
+        split = split_streaming(
             work / "dataset.jsonl",
-            train_path,
-            val_path,
+            lambda chunks: store.upload_chunks(chunks, train_ref),
+            lambda chunks: store.upload_chunks(chunks, val_ref),
             fraction=cfg.validation_fraction,
             seed=cfg.split_seed,
             examples=reports[0].examples,  # every non-blank line of a valid file: one pass
+            chunk_size=_UPLOAD_CHUNK,
+            depth=_UPLOAD_DEPTH,
         )
-        train_ref, val_ref = split_blobs(dataset, run_id)
+        # Each result is tied to its output (not to which upload finished first): deterministic.
         return DatasetOutcome(
             ok=True,
             reports=reports,
-            train=store.upload(train_path, train_ref),
-            validation=store.upload(val_path, val_ref),
-            train_examples=n_train,
-            validation_examples=n_val,
+            train=split.train,
+            validation=split.validation,
+            train_examples=split.train_examples,
+            validation_examples=split.validation_examples,
         )

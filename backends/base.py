@@ -11,7 +11,7 @@ themselves, and nothing returned here carries a key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -197,6 +197,16 @@ class DatasetStore(Protocol):
         """Upload `src` to `blob` (overwrite); return it with the new etag and URL.
 
         Raises FileNotFoundError if the container is missing, BlobStoreError for any other failure."""
+        ...
+
+    def upload_chunks(self, chunks: Iterable[bytes], blob: BlobRef) -> BlobRef:
+        """Upload the concatenation of `chunks` to `blob` (overwrite), reading them as they come
+        (staged as blocks: memory stays at a chunk or two); return it with the new etag and URL.
+        No chunks is an empty blob.
+
+        Raises FileNotFoundError if the container is missing, BlobStoreError for any other failure;
+        an exception raised by `chunks` propagates as it is, and the blob is left as it was (nothing
+        is committed unless every chunk was read)."""
         ...
 
 

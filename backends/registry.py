@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -58,6 +58,9 @@ class _NoStorage:
         raise self._refuse()
 
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:
+        raise self._refuse()
+
+    def upload_chunks(self, chunks: Iterable[bytes], blob: BlobRef) -> BlobRef:
         raise self._refuse()
 
     def take(self, endpoint: str, run: str, ttl_s: float) -> TurnAnswer:

@@ -23,6 +23,10 @@ Streaming: `open_stream` gives the blob's bytes chunk by chunk as they arrive (t
 checks them while they are written to disk, `core.validation.validate_stream`), with the same
 etag pinning and the same errors as `download`.
 
+Streaming uploads: `upload_chunks` sends an iterable of byte chunks as staged blocks while it is
+being produced (the split writes its two outputs straight to storage,
+`core.splitting.split_streaming`); nothing is committed unless every chunk was read.
+
 Memory: downloads and uploads go in chunks of `CHUNK_SIZE` (the SDK's defaults would buffer up to
 32 MiB per GET and 64 MiB per PUT) when the client is built here (`from_settings`,
 `from_connection_string`); a client passed to the constructor keeps its own settings.
@@ -31,7 +35,7 @@ Memory: downloads and uploads go in chunks of `CHUNK_SIZE` (the SDK's defaults w
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -184,18 +188,36 @@ class BlobDatasetStore:
                     content_settings=ContentSettings(content_type=CONTENT_TYPE),
                 )
 
-        result = self._call(blob, put)
+        return self._uploaded(blob, client, self._call(blob, put))
+
+    def upload_chunks(self, chunks: Iterable[bytes], blob: BlobRef) -> BlobRef:
+        """Upload the chunks as they come: the SDK stages a block per `max_block_size` bytes read
+        (`CHUNK_SIZE` when the client was built here) and commits the block list after the last
+        one, so an error from `chunks` commits nothing (the staged blocks expire unused)."""
+        client = self._client(blob)
+
+        def put() -> dict[str, Any]:
+            return client.upload_blob(
+                iter(chunks),  # an iterator: the SDK stages blocks instead of one PUT of a length
+                overwrite=True,
+                content_settings=ContentSettings(content_type=CONTENT_TYPE),
+            )
+
+        return self._uploaded(blob, client, self._call(blob, put))
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _client(self, blob: BlobRef) -> BlobClient:
+        return self.service.get_blob_client(blob.container, blob.name)
+
+    @staticmethod
+    def _uploaded(blob: BlobRef, client: BlobClient, result: dict[str, Any]) -> BlobRef:
         return BlobRef(
             container=blob.container,
             name=blob.name,
             etag=result["etag"],
             url=strip_query(client.url),
         )
-
-    # -- internals ------------------------------------------------------------------------
-
-    def _client(self, blob: BlobRef) -> BlobClient:
-        return self.service.get_blob_client(blob.container, blob.name)
 
     @staticmethod
     def _call(blob: BlobRef, operation: Callable[[], _T]) -> _T:

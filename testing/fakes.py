@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,6 +80,7 @@ class FakeAzure:
         oracles: tuple[str, ...] = (),
         eval_status: dict[str, int] | None = None,
     ) -> None:
+        self._lock = threading.RLock()
         self.blobs: dict[tuple[str, str], bytes] = {}
         self.etags: dict[tuple[str, str], str] = {}
         self.job_states = list(job_states or ["Queued", "Running", "Running", "Completed"])
@@ -167,9 +169,12 @@ class FakeAzure:
         return PreflightReport(checks=checks, model_id=model_id, model_version=version)
 
     def _call(self, method: str, *args: Any) -> None:
-        self.calls.append((method, args))
-        if self.failures.get(method, 0) > 0:
-            self.failures[method] -= 1
+        with self._lock:  # `upload_chunks` may be called from two threads at once
+            self.calls.append((method, args))
+            fail = self.failures.get(method, 0) > 0
+            if fail:
+                self.failures[method] -= 1
+        if fail:
             # A realistic leak: SDK errors sometimes echo request headers. Activities must scrub it.
             raise TransientError(
                 f"{method}: connection reset (request had Authorization: Bearer {SECRET_KEY})"
@@ -181,11 +186,16 @@ class FakeAzure:
     # -- seeding -------------------------------------------------------------------------------
 
     def put_blob(self, container: str, name: str, data: bytes) -> BlobRef:
-        self.blobs[(container, name)] = data
-        self.etags[(container, name)] = (
-            '"0x' + hashlib.sha256(data + name.encode()).hexdigest()[:15].upper() + '"'
-        )
+        self._store(container, name, data)
         return self.describe(BlobRef(container=container, name=name))
+
+    def _store(self, container: str, name: str, data: bytes) -> str:
+        """Keep `data` as the blob; its etag, derived from its name and bytes (not from a counter:
+        uploads running at once get the same etags in any order)."""
+        etag = '"0x' + hashlib.sha256(data + name.encode()).hexdigest()[:15].upper() + '"'
+        self.blobs[(container, name)] = data
+        self.etags[(container, name)] = etag
+        return etag
 
     def live_endpoint(self, name: str, deployment: str, model: ModelRef) -> None:
         self.endpoints[name] = FakeEndpoint(name=name)
@@ -252,6 +262,18 @@ class FakeAzure:
     def upload(self, src: Path, blob: BlobRef) -> BlobRef:
         self._call("upload", blob.path)
         return self.put_blob(blob.container, blob.name, src.read_bytes())
+
+    def upload_chunks(self, chunks: Iterable[bytes], blob: BlobRef) -> BlobRef:
+        """Recorded (and failed) as an "upload". The blob is stored once every chunk is read (an
+        error from `chunks` leaves it as it was); its etag comes from its name and bytes, so two
+        uploads running at once get the same etags whichever finishes first."""
+        self._call("upload", blob.path)
+        data = b"".join(chunks)
+        with self._lock:
+            etag = self._store(blob.container, blob.name, data)
+        # Not through `describe` (as `upload` is): a second recorded call per upload could
+        # interleave with the other thread's, and the replay tests compare the calls' order.
+        return BlobRef(container=blob.container, name=blob.name, etag=etag, url=f"{ACCOUNT_URL}/{blob.path}")
 
     # -- TrainingBackend -----------------------------------------------------------------------
 

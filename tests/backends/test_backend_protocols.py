@@ -277,6 +277,21 @@ def test_open_stream_gives_the_version_s_bytes_and_the_seam_s_errors(
         b"".join(datasets.open_stream(ref))
 
 
+def test_upload_chunks_overwrites_with_the_chunks_bytes_and_a_new_etag(
+    datasets: DatasetStore, container: str, tmp_path: Path
+) -> None:
+    name = f"{unique('d')}/chunked.jsonl"
+    blob = BlobRef(container=container, name=name)
+    old = upload(datasets, container, name, b"old\n", tmp_path)
+    data = [b'{"n": %d}\n' % i for i in range(3000)]
+    uploaded = datasets.upload_chunks(iter(data), blob)
+
+    assert uploaded.etag and uploaded.etag != old.etag
+    assert datasets.describe(blob) == uploaded  # the etag and URL of the blob now there
+    assert b"".join(datasets.open_stream(uploaded)) == b"".join(data)
+    assert b"".join(datasets.open_stream(datasets.upload_chunks(iter(()), blob))) == b""
+
+
 # --------------------------------------------------------------------------- TurnStore
 
 

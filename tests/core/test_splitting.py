@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
-from core.splitting import split_file, validation_count
+from core.splitting import SplitAborted, split_file, split_lines, split_streaming, validation_count
 from core.validation import validate_file
 
 
@@ -140,3 +142,124 @@ def test_split_of_a_validated_file_matches_its_example_count(tmp_path: Path) -> 
     counts, _, _ = split(tmp_path, src)
     assert sum(counts) == report.examples == 41
     assert counts == (33, 8)
+
+
+# -- split_lines / split_streaming: the same bytes as split_file, into sinks and uploads ----------
+
+
+def _threads() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+@pytest.mark.parametrize(
+    ("n", "seed", "fraction"), [(2, 0, 0.2), (7, 1, 0.5), (250, 42, 0.2), (3000, 9, 0.1)]
+)
+def test_split_lines_and_split_streaming_give_split_file_s_bytes(
+    tmp_path: Path, n: int, seed: int, fraction: float
+) -> None:
+    src = make(tmp_path, n)
+    counts, train, val = split(tmp_path, src, fraction=fraction, seed=seed)
+
+    routed: dict[str, list[bytes]] = {"train": [], "validation": []}
+    assert (
+        split_lines(src, routed["train"].append, routed["validation"].append, fraction=fraction, seed=seed)
+        == counts
+    )
+    assert b"".join(routed["train"]) == train and b"".join(routed["validation"]) == val
+
+    before = _threads()
+    chunk_sizes: list[int] = []
+
+    def collect(chunks: Iterable[bytes]) -> bytes:
+        parts = list(chunks)
+        chunk_sizes.extend(len(p) for p in parts)
+        return b"".join(parts)
+
+    # Small chunks and a shallow queue: many hand-overs between the threads.
+    result = split_streaming(
+        src, collect, collect, fraction=fraction, seed=seed, examples=n, chunk_size=1000, depth=1
+    )
+    assert (result.train, result.validation) == (train, val)
+    assert (result.train_examples, result.validation_examples) == counts
+    assert all(size > 0 for size in chunk_sizes)
+    assert _threads() == before
+
+
+def test_split_streaming_normalises_like_split_file(tmp_path: Path) -> None:
+    src = tmp_path / "crlf.jsonl"
+    src.write_bytes(
+        b"\xef\xbb\xbf" + b"\r\n".join(example(i) for i in range(20)) + b"\r\n\n  \r\n" + example(20)
+    )
+    _, train, val = split(tmp_path, src, seed=3)
+    result = split_streaming(src, b"".join, b"".join, seed=3)
+    assert (result.train, result.validation) == (train, val)
+
+
+@pytest.mark.parametrize("failing", ["train", "validation"])
+def test_a_failed_upload_stops_the_split_and_raises_and_the_other_upload_commits_nothing(
+    tmp_path: Path, failing: str
+) -> None:
+    src = make(tmp_path, 2000)
+    before = _threads()
+    committed: list[str] = []
+    aborted: list[str] = []
+
+    def upload(name: str) -> Callable[[Iterable[bytes]], str]:
+        def run(chunks: Iterable[bytes]) -> str:
+            if name == failing:
+                raise ConnectionError(f"{name} upload refused")
+            try:
+                data = b"".join(chunks)
+            except SplitAborted:
+                aborted.append(name)
+                raise
+            committed.append(name)
+            return data.decode()
+
+        return run
+
+    with pytest.raises(ConnectionError, match=f"{failing} upload refused"):
+        split_streaming(src, upload("train"), upload("validation"), examples=2000, chunk_size=512, depth=1)
+    assert committed == [] and aborted == [{"train": "validation", "validation": "train"}[failing]]
+    assert _threads() == before
+
+
+def test_an_upload_failing_mid_way_stops_the_split_early(tmp_path: Path) -> None:
+    src = make(tmp_path, 5000)
+    read: list[int] = []
+
+    def flaky(chunks: Iterable[bytes]) -> None:
+        for i, _ in enumerate(chunks):
+            read.append(i)
+            if i == 2:
+                raise TimeoutError("stalled")
+
+    written: list[bytes] = []
+
+    def val(chunks: Iterable[bytes]) -> None:
+        written.extend(chunks)
+
+    before = _threads()
+    with pytest.raises(TimeoutError):
+        split_streaming(src, flaky, val, examples=5000, chunk_size=256, depth=1)
+    assert read == [0, 1, 2]
+    assert _threads() == before
+
+
+def test_a_failed_split_aborts_both_uploads(tmp_path: Path) -> None:
+    src = make(tmp_path, 100)
+    outcomes: list[str] = []
+
+    def upload(chunks: Iterable[bytes]) -> None:
+        try:
+            b"".join(chunks)
+        except SplitAborted:
+            outcomes.append("aborted")
+            raise
+        outcomes.append("committed")
+
+    before = _threads()
+    with pytest.raises(OSError, match="changed while it was being split"):
+        split_streaming(src, upload, upload, examples=150)  # more lines counted than there are
+    assert outcomes == ["aborted", "aborted"]
+    assert _threads() == before

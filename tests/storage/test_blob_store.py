@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -519,3 +520,109 @@ def test_no_storage_refuses_open_stream() -> None:
 
     with pytest.raises(RuntimeError, match="uses no datasets storage"):
         _NoStorage("the scorer").open_stream(BlobRef(container="c", name="x.jsonl"))
+
+
+# -- upload_chunks ----------------------------------------------------------------------------
+
+
+def _pieces(data: bytes, size: int) -> Iterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+@pytest.mark.azurite
+def test_upload_chunks_stores_the_bytes_and_returns_the_new_etag(
+    blob_store: BlobStoreFixture, azurite: Azurite
+) -> None:
+    ref = BlobRef(container=blob_store.container, name="chunks/small set.jsonl")
+    first = blob_store.store.upload_chunks(iter([b'{"a": 1}\n', b'{"b": 2}\n']), ref)
+    client = blob_store.service.get_blob_client(blob_store.container, "chunks/small set.jsonl")
+    props = client.get_blob_properties()
+    assert client.download_blob().readall() == b'{"a": 1}\n{"b": 2}\n'
+    assert first.etag == props.etag and first.etag is not None and first.etag.startswith('"')
+    assert props.content_settings.content_type == "application/jsonl"
+    assert first.url == f"{azurite.blob_endpoint}/{blob_store.container}/chunks/small%20set.jsonl"
+    assert blob_store.store.describe(ref) == first
+
+    second = blob_store.store.upload_chunks([b"v2\n"], ref)  # overwrite; any iterable will do
+    assert second.etag != first.etag
+    assert client.download_blob().readall() == b"v2\n"
+
+
+@pytest.mark.azurite
+def test_upload_chunks_of_an_empty_stream_is_an_empty_blob(blob_store: BlobStoreFixture) -> None:
+    ref = blob_store.store.upload_chunks(
+        iter(()), BlobRef(container=blob_store.container, name="chunks/empty")
+    )
+    assert ref.etag
+    assert (
+        blob_store.service.get_blob_client(blob_store.container, "chunks/empty").get_blob_properties().size
+        == 0
+    )
+    assert b"".join(blob_store.store.open_stream(ref)) == b""
+
+
+@pytest.mark.azurite
+def test_upload_chunks_large_stream_is_staged_in_blocks(blob_store: BlobStoreFixture) -> None:
+    data = os.urandom(11 * 1024 * 1024 + 5)  # three 4 MiB blocks, fed in odd-sized chunks
+    ref = blob_store.store.upload_chunks(
+        _pieces(data, 1_000_003), BlobRef(container=blob_store.container, name="chunks/big.jsonl")
+    )
+    client = blob_store.service.get_blob_client(blob_store.container, "chunks/big.jsonl")
+    assert client.download_blob().readall() == data
+    committed, _ = client.get_block_list("committed")
+    assert len(committed) == 3
+    assert ref.etag == client.get_blob_properties().etag
+
+
+@pytest.mark.azurite
+def test_upload_chunks_that_fail_mid_way_commit_nothing(blob_store: BlobStoreFixture, tmp_path: Path) -> None:
+    before = put(blob_store, "chunks/kept.jsonl", b"old\n", tmp_path)
+
+    def broken() -> Iterator[bytes]:
+        yield os.urandom(5 * 1024 * 1024)  # a block is staged
+        raise ConnectionResetError("the producer died")
+
+    with pytest.raises(ConnectionResetError, match="the producer died"):
+        blob_store.store.upload_chunks(
+            broken(), BlobRef(container=blob_store.container, name="chunks/kept.jsonl")
+        )
+    assert (
+        blob_store.store.describe(BlobRef(container=blob_store.container, name="chunks/kept.jsonl")) == before
+    )
+    assert b"".join(blob_store.store.open_stream(before)) == b"old\n"
+
+
+@pytest.mark.azurite
+def test_upload_chunks_errors_are_sanitized(blob_store: BlobStoreFixture) -> None:
+    with pytest.raises(FileNotFoundError, match=r"blob not found: no-such-container/x\.jsonl") as caught:
+        blob_store.store.upload_chunks([b"x\n"], BlobRef(container="no-such-container", name="x.jsonl"))
+    assert_no_secret(caught.value)
+
+
+def test_fake_upload_chunks_is_an_upload_with_a_content_etag() -> None:
+    from testing.fakes import FakeAzure
+
+    azure = FakeAzure(failures={"upload": 1})
+    ref = BlobRef(container="datasets", name="a.jsonl")
+    with pytest.raises(ConnectionError):
+        azure.upload_chunks([b"x\n"], ref)
+    uploaded = azure.upload_chunks(iter([b"x", b"\n"]), ref)
+    assert uploaded == azure.put_blob("datasets", "a.jsonl", b"x\n")  # same name, same bytes, same etag
+    assert azure.upload_chunks([b"y\n"], ref).etag != uploaded.etag
+    assert azure.count("upload") == 3
+
+    def broken() -> Iterator[bytes]:
+        yield b"z\n"
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        azure.upload_chunks(broken(), ref)
+    assert azure.blobs[("datasets", "a.jsonl")] == b"y\n"
+
+
+def test_no_storage_refuses_upload_chunks() -> None:
+    from backends.registry import _NoStorage
+
+    with pytest.raises(RuntimeError, match="uses no datasets storage"):
+        _NoStorage("the scorer").upload_chunks([b"x\n"], BlobRef(container="c", name="x.jsonl"))
