@@ -20,6 +20,7 @@ from devhost.store import Store
 from devhost.timers import TimerRunner
 
 log = logging.getLogger("devhost")
+SHUTDOWN_GRACE_S = 5.0
 
 
 def _bind_durable_client_session() -> None:
@@ -68,7 +69,12 @@ class Host:
     async def serve(self, ready: asyncio.Event | None = None) -> None:
         self._wake = asyncio.Event()
         _bind_durable_client_session()
-        runner = web.AppRunner(build_app(self.engine, self.index, self.binding, self.wake), access_log=None)
+        # Stopping waits at most SHUTDOWN_GRACE_S for requests in flight (aiohttp's default is 60 s).
+        runner = web.AppRunner(
+            build_app(self.engine, self.index, self.binding, self.wake),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
+        )
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
         tasks = [asyncio.create_task(self.dispatch(), name="dispatch")]
@@ -92,8 +98,10 @@ class Host:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await runner.cleanup()
+            # The app's durable client talks to this very server: close its keep-alive connections
+            # first, so the server's graceful shutdown has no client of its own to wait for.
             await _close_durable_client_session()
+            await runner.cleanup()
             self.store.close()
 
     @property
