@@ -102,6 +102,11 @@ class Host:
             # first, so the server's graceful shutdown has no client of its own to wait for.
             await _close_durable_client_session()
             await runner.cleanup()
+            # An episode or activity already running on a worker thread finishes first, with this
+            # loop still running (it may need it); only then is the store closed. Closing it here
+            # while such a thread holds the store's lock would block the loop, and that thread
+            # could be waiting for the loop: the host would never stop.
+            await loop.shutdown_default_executor()
             self.store.close()
 
     @property
