@@ -27,7 +27,7 @@ check: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/lint-imports --no-logo --cache-dir .tools/cache/import-linter
-	.venv/bin/mypy core orchestrators activities backends storage
+	.venv/bin/mypy core orchestrators activities backends storage dashboard
 	scripts/check_secrets.sh
 
 # The static checks + the whole offline test suite (replay, triggers, backends, validation, dev host,

@@ -8,7 +8,7 @@ import azure.functions as func
 import activities
 from core import redact
 from orchestrators import finetune, sweep
-from triggers import blob, http, job_events
+from triggers import blob, dashboard, http, job_events
 from triggers import sweep as sweep_triggers
 
 # azure-core logs every request it sends (URL, headers) at INFO: each ARM poll of a job or a
@@ -19,5 +19,14 @@ logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(l
 redact.install_log_redaction()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (blob.bp, http.bp, job_events.bp, sweep_triggers.bp, finetune.bp, sweep.bp, activities.bp):
+for blueprint in (
+    blob.bp,
+    http.bp,
+    dashboard.bp,
+    job_events.bp,
+    sweep_triggers.bp,
+    finetune.bp,
+    sweep.bp,
+    activities.bp,
+):
     app.register_functions(blueprint)

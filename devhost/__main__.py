@@ -82,6 +82,7 @@ def up(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     control.wait_ready(args.port, proc, 60, log)
     print(f"dev host running (pid {proc.pid}): http://127.0.0.1:{args.port}  log: {log}")
+    print(f"  dashboard:  http://127.0.0.1:{args.port}/api/dashboard")
     print("  upload a dataset (starts a run):  .venv/bin/python -m devhost upload data/sample/chats.jsonl")
     body = '{"dataset": "datasets/<blob>.jsonl"}'
     print(f"  or start one over HTTP:  curl -s -X POST http://127.0.0.1:{args.port}/api/runs -d '{body}'")

@@ -210,6 +210,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         control.wait_ready(args.port, host, 90, log)
         say(f"demo: Azurite on :{store.port}, dev host on {base_url} ({time.monotonic() - t0:.1f}s)")
+        say(f"demo: dashboard: {base_url}/api/dashboard (follow, inspect and cancel runs while it runs)")
 
         os.environ.update(env)
         from core.naming import instance_id

@@ -186,9 +186,20 @@ class FinetuneRun:
             "job": p.job,
             "job_status": p.job_status,
             "elapsed_s": round(self.elapsed_since(p.started_at)),
+            # For a step timeline (the dashboard): the steps done so far, when the current one began.
+            "durations_s": dict(p.durations_s),
+            "step_started_at": self.step_started_at(step),
+            "studio_url": p.studio_url,
         }
         body.update({k: v for k, v in extra.items() if v is not None})
         self.ctx.set_custom_status(body)
+
+    def step_started_at(self, step: Step | str) -> str | None:
+        """When the step shown began: training at submit (across generations), any other step
+        when `begin` started it (its sub-steps, such as creating the endpoint, included)."""
+        if step is Step.TRAIN:
+            return self.progress.submitted_at
+        return self._step_started.isoformat() if self._step is not None else None
 
     def begin(self, step: Step, **extra: Any) -> None:
         """`step` starts now: the custom status shows it, and `end` times it."""
@@ -462,10 +473,11 @@ class FinetuneRun:
                 yield from self.cancel_job_quietly()
                 return JobInfo(name=p.job, state=JobState.FAILED, raw_status="Unknown", error=str(exc))
             p.job_status, p.polls = job.raw_status, p.polls + 1
+            p.studio_url = job.studio_url or p.studio_url
             elapsed = self.elapsed_since(p.submitted_at)
             p.durations_s[str(Step.TRAIN.duration_key)] = round(elapsed, 3)
             if job.state.terminal:
-                self.status(Step.TRAIN, studio_url=job.studio_url)
+                self.status(Step.TRAIN)
                 return job
             if elapsed >= policy.deadline_s:
                 yield from self.cancel_job_quietly()
@@ -481,7 +493,6 @@ class FinetuneRun:
             next_at = self.now + timedelta(seconds=wait_s)
             self.status(
                 Step.TRAIN,
-                studio_url=job.studio_url,
                 metrics=job.metrics or None,
                 next_poll_at=next_at.isoformat(),
                 waiting_for_event=True if fallback_s else None,

@@ -17,6 +17,7 @@ class Progress(BaseModel):
     validation_examples: int = 0
     job: str | None = None
     job_status: str | None = None
+    studio_url: str | None = None  # the job's page in Azure ML studio (the dashboard links it)
     submitted_at: str | None = None
     next_poll_s: int = 0
     polls: int = 0

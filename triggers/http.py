@@ -20,10 +20,8 @@ host behave alike.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -36,6 +34,16 @@ from core.models import BlobRef, Overrides, RunRequest
 from core.naming import instance_id
 from core.settings import Settings, get_settings
 from storage.blob_urls import parse_blob_reference, quote_prefix
+from triggers.answers import (
+    DECLARED_METHODS,
+    bad_run_id,
+    error,
+    field_errors,
+    json_answer,
+    method_not_allowed,
+    refuse,
+    unavailable,
+)
 from triggers.start import start_once
 
 bp = df.Blueprint()
@@ -43,10 +51,6 @@ log = logging.getLogger("triggers")
 
 MAX_BODY_BYTES = 64 * 1024  # a real body is a few hundred bytes
 MAX_REFERENCE_CHARS = 2048  # an account URL + a 63-character container + a 1024-character blob name
-MAX_FIELD_CHARS = 80  # of a field path (an unknown key can be arbitrarily long)
-MAX_MESSAGE_CHARS = 400
-DECLARED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # all but POST: 405
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")  # ft-<16 hex>, dry-<16 hex>
 
 
 class StartRunBody(BaseModel):
@@ -74,59 +78,14 @@ TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(
-        json.dumps(body), status_code=status, mimetype="application/json", headers=headers or {}
-    )
-
-
-def _cap(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _error(
-    status: int, message: str, details: list[dict[str, str]], headers: dict[str, str] | None = None
-) -> func.HttpResponse:
-    capped = [
-        {"field": _cap(d["field"], MAX_FIELD_CHARS), "message": _cap(d["message"], MAX_MESSAGE_CHARS)}
-        for d in details
-    ]
-    return _json(status, {"error": message, "details": capped}, headers)
-
-
-def _refuse(
-    status: int, message: str, field: str, detail: str, headers: dict[str, str] | None = None
-) -> func.HttpResponse:
-    """An error answer with one detail."""
-    return _error(status, message, [{"field": field, "message": detail}], headers)
-
-
-def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    # `msg` never holds the input (pydantic keeps it in `input`, which is not sent back).
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]} for e in exc.errors()
-    ]
-
-
-def _method_not_allowed(req: func.HttpRequest, path: str) -> func.HttpResponse | None:
-    if req.method.upper() == "POST":
-        return None
-    detail = f"{quote_prefix(req.method, 10)} is not allowed on {path}; use POST"
-    return _refuse(405, "method not allowed", "(method)", detail, {"Allow": "POST"})
-
-
 def _parse(model: type[_Body], raw: bytes) -> _Body | func.HttpResponse:
     if len(raw) > MAX_BODY_BYTES:
         detail = f"{len(raw)} bytes; at most {MAX_BODY_BYTES}"
-        return _refuse(413, "request body too large", "(body)", detail)
+        return refuse(413, "request body too large", "(body)", detail)
     try:
         return model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
-        return _error(400, "invalid request body", _field_errors(exc))
-
-
-def _unavailable(what: str, message: str) -> func.HttpResponse:
-    return _refuse(503, what, "(service)", message, {"Retry-After": "10"})
+        return error(400, "invalid request body", field_errors(exc))
 
 
 def _storage_error(field: str, blob: BlobRef, exc: BlobStoreError) -> func.HttpResponse:
@@ -134,7 +93,7 @@ def _storage_error(field: str, blob: BlobRef, exc: BlobStoreError) -> func.HttpR
     path = quote_prefix(blob.path)
     code, err = exc.status_code, exc.error_code or "UnknownError"
     if code is None:  # unreachable, or no token for the managed identity
-        return _unavailable(
+        return unavailable(
             "datasets storage unavailable",
             f"datasets storage could not be reached, or the app could not get a token for it ({path}); "
             "try again, or check DatasetsStorage and the app's identity",
@@ -144,12 +103,12 @@ def _storage_error(field: str, blob: BlobRef, exc: BlobStoreError) -> func.HttpR
             f"HTTP {code} {err} reading {path}: the app's identity needs Storage Blob Data Reader (or "
             "Contributor) on the account, or DatasetsStorage is wrong"
         )
-        return _refuse(502, "datasets storage refused the app", field, detail)
+        return refuse(502, "datasets storage refused the app", field, detail)
     if code == 400:
-        return _refuse(400, "invalid request body", field, f"storage refused {path}: HTTP 400 {err}")
+        return refuse(400, "invalid request body", field, f"storage refused {path}: HTTP 400 {err}")
     if code in (408, 429) or code >= 500:
-        return _unavailable("datasets storage busy", f"HTTP {code} {err} reading {path}; try again")
-    return _refuse(502, "datasets storage request failed", field, f"HTTP {code} {err} reading {path}")
+        return unavailable("datasets storage busy", f"HTTP {code} {err} reading {path}; try again")
+    return refuse(502, "datasets storage request failed", field, f"HTTP {code} {err} reading {path}")
 
 
 def _locate(field: str, value: str, settings: Settings, store: DatasetStore) -> BlobRef | func.HttpResponse:
@@ -157,14 +116,14 @@ def _locate(field: str, value: str, settings: Settings, store: DatasetStore) -> 
     try:
         container, name = parse_blob_reference(value, account_url=store.account_url)
     except ValueError as exc:
-        return _refuse(400, "invalid request body", field, str(exc))
+        return refuse(400, "invalid request body", field, str(exc))
     allowed = settings.dataset_containers
     if container not in allowed:
         detail = (
             f"container {quote_prefix(container)} is not a dataset container; allowed: "
             f"{', '.join(allowed)} (DATASET_CONTAINERS)"
         )
-        return _refuse(400, "invalid request body", field, detail)
+        return refuse(400, "invalid request body", field, detail)
     return BlobRef(container=container, name=name)
 
 
@@ -173,19 +132,19 @@ def _describe(field: str, blob: BlobRef, store: DatasetStore) -> BlobRef | func.
     try:
         return store.describe(blob)
     except FileNotFoundError:
-        return _refuse(404, "dataset not found", field, f"no blob {quote_prefix(blob.path)}")
+        return refuse(404, "dataset not found", field, f"no blob {quote_prefix(blob.path)}")
     except BlobStoreError as exc:
         return _storage_error(field, blob, exc)
     except OSError as exc:  # ConnectionError, TimeoutError from a store that raises them
         log.warning("describing %s failed: %s", blob.path, type(exc).__name__)
         detail = f"{type(exc).__name__} reading {quote_prefix(blob.path)}; try again"
-        return _unavailable("datasets storage unavailable", detail)
+        return unavailable("datasets storage unavailable", detail)
 
 
 @bp.route(route="runs", methods=DECLARED_METHODS, auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    if (refused := _method_not_allowed(req, "/api/runs")) is not None:
+    if (refused := method_not_allowed(req, "/api/runs")) is not None:
         return refused
     body = _parse(StartRunBody, req.get_body() or b"")
     if isinstance(body, func.HttpResponse):
@@ -196,7 +155,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         store = current().datasets
     except Exception:  # settings that do not validate, storage that cannot be configured
         log.exception("POST /api/runs: the app's settings or backends could not be loaded")
-        return _unavailable(
+        return unavailable(
             "the app is misconfigured", "its settings or backends could not be loaded; see the app's log"
         )
 
@@ -230,7 +189,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         outcome = await start_once(client, run_id, request)
     except Exception:  # the task hub did not answer or refused the start
         log.exception("starting run %s failed", run_id)
-        return _unavailable("could not start the run", "the durable task hub did not accept it; try again")
+        return unavailable("could not start the run", "the durable task hub did not accept it; try again")
     if outcome.started and body.dry_run:
         # Validation + preflight take seconds: answer with the plan when it is ready in time.
         try:
@@ -243,7 +202,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     if outcome.started:
         return client.create_check_status_response(req, run_id)
     links = client.get_client_response_links(req, run_id)
-    return _json(
+    return json_answer(
         409,
         {
             "error": "a run for this dataset version already exists",
@@ -260,13 +219,11 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Ask a run to stop: its job is canceled, a new deployment without traffic deleted, live
     traffic left as it was. 404 for an unknown run, 409 for one that already ended."""
-    if (refused := _method_not_allowed(req, "/api/runs/{id}/cancel")) is not None:
+    if (refused := method_not_allowed(req, "/api/runs/{id}/cancel")) is not None:
         return refused
     run_id = req.route_params.get("instance_id", "")
-    if not RUN_ID.fullmatch(run_id):
-        return _refuse(
-            400, "invalid run id", "instance_id", f"not a run id: {quote_prefix(run_id)} (ft-… or dry-…)"
-        )
+    if (refused := bad_run_id(run_id)) is not None:
+        return refused
     body = _parse(CancelBody, req.get_body() or b"{}")
     if isinstance(body, func.HttpResponse):
         return body
@@ -274,13 +231,13 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
         status = await client.get_status(run_id)
     except Exception:
         log.exception("reading the status of %s failed", run_id)
-        return _unavailable("could not read the run", "the durable task hub did not answer; try again")
+        return unavailable("could not read the run", "the durable task hub did not answer; try again")
     runtime = status.runtime_status.value if status.runtime_status is not None else None
     if runtime is None:
-        return _refuse(404, "no such run", "instance_id", f"no run with id {run_id}")
+        return refuse(404, "no such run", "instance_id", f"no run with id {run_id}")
     links = client.get_client_response_links(req, run_id)
     if runtime in TERMINAL:
-        return _json(409, {"error": f"the run already ended ({runtime})", "id": run_id, **links})
+        return json_answer(409, {"error": f"the run already ended ({runtime})", "id": run_id, **links})
     try:
         await client.raise_event(run_id, CANCEL_EVENT, {"reason": body.reason})
     except Exception:  # it ended between our look and the event (410)
@@ -289,8 +246,8 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
             final = ended.runtime_status.value if ended.runtime_status is not None else "gone"
         except Exception:
             log.exception("reading the status of %s failed", run_id)
-            return _unavailable("could not cancel the run", "the durable task hub did not answer; try again")
-        return _json(409, {"error": f"the run already ended ({final})", "id": run_id, **links})
-    return _json(
+            return unavailable("could not cancel the run", "the durable task hub did not answer; try again")
+        return json_answer(409, {"error": f"the run already ended ({final})", "id": run_id, **links})
+    return json_answer(
         202, {"id": run_id, "message": "cancel requested", **links}, {"Location": links["statusQueryGetUri"]}
     )

@@ -1,0 +1,68 @@
+"""Every orchestration instance of the task hub, page by page, through the durable HTTP API.
+
+`DurableOrchestrationClient.get_status_by` (azure-functions-durable 1.x) returns only the first
+page: the extension answers at most 100 instances and a continuation token in the
+`x-ms-continuation-token` header, which the SDK drops (Azure/azure-functions-durable-python#580).
+So the dashboard asks the same RPC endpoint itself and follows the token, with the same query
+parameters the SDK would send (`createdTimeFrom`, `showInput`, `top`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+CONTINUATION = "x-ms-continuation-token"
+NULL_TOKEN = "bnVsbA=="  # base64 "null": some extension versions send it after the last page
+PAGE_SIZE = 100
+MAX_INSTANCES = 5000  # a bound on one listing (the page shows the newest; older runs: narrow the window)
+TIMEOUT_S = 15.0
+
+
+class ListingFailed(Exception):
+    """The task hub did not answer the listing (status code or transport error; no URL, no key)."""
+
+
+def rpc_base_url(client: object) -> str:
+    """The durable extension's RPC base URL from a `DurableOrchestrationClient`'s binding (the
+    SDK keeps it private)."""
+    url = getattr(getattr(client, "_orchestration_bindings", None), "rpc_base_url", None)
+    if not isinstance(url, str) or not url:
+        raise ListingFailed("the durable client binding has no rpcBaseUrl")
+    return url
+
+
+async def list_instances(
+    client: object,
+    *,
+    created_from: datetime | None = None,
+    show_input: bool = True,
+    limit: int = MAX_INSTANCES,
+) -> list[dict[str, Any]]:
+    """Every instance created at or after `created_from` (all when None), at most `limit`, in
+    the order the provider answers (callers sort)."""
+    params: dict[str, str] = {"top": str(PAGE_SIZE), "showInput": "true" if show_input else "false"}
+    if created_from is not None:
+        params["createdTimeFrom"] = created_from.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    url = f"{rpc_base_url(client)}instances/"
+    found: list[dict[str, Any]] = []
+    headers: dict[str, str] = {}
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+        while len(found) < limit:
+            try:
+                response = await http.get(url, params=params, headers=headers)
+            except httpx.HTTPError as exc:
+                raise ListingFailed(f"the task hub could not be reached ({type(exc).__name__})") from None
+            if response.status_code != 200:
+                raise ListingFailed(f"the task hub answered HTTP {response.status_code} to the listing")
+            page = response.json()
+            if not isinstance(page, list):
+                raise ListingFailed("the task hub's listing is not a JSON array")
+            found.extend(i for i in page if isinstance(i, dict))
+            token = response.headers.get(CONTINUATION)
+            if not token or token == NULL_TOKEN or not page:
+                break
+            headers = {CONTINUATION: token}
+    return found[:limit]
