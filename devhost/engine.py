@@ -15,8 +15,10 @@ nothing: the episode is replayed, the activity that was in flight runs again.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,6 +49,14 @@ A_TIMER, A_WAIT_EVENT, A_WHEN_ALL, A_WHEN_ANY = 5, 6, 12, 11
 
 ACTIVE = ("Pending", "Running")
 TERMINAL = ("Completed", "Failed", "Terminated")
+# Every runtime status the Durable Functions API knows (the dev host only produces the first five;
+# a query may still name the others, and then they match nothing).
+RUNTIME_STATUSES = (
+    "Pending", "Running", "Completed", "Failed", "Terminated", "ContinuedAsNew", "Suspended", "Canceled",
+)  # fmt: skip
+DEFAULT_PAGE_SIZE = 100  # the extension's OrchestrationStatusQueryCondition.PageSize default
+MAX_PAGE_SIZE = 2**31 - 1  # the extension's PageSize is an Int32
+CONTINUATION_HEADER = "x-ms-continuation-token"
 
 
 class Conflict(Exception):
@@ -59,6 +69,35 @@ class NotFound(Exception):
 
 class Gone(Exception):
     """The instance already finished."""
+
+
+class BadQuery(ValueError):
+    """An instance query that cannot be answered (answered 400); `field` names the query parameter
+    or header at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class InstanceQuery:
+    """The filters of a list-instances query; an instance is listed if it matches every one given.
+
+    `created_from` / `created_to` are inclusive bounds on the creation time (full precision; a naive
+    datetime is UTC), `runtime_status` any of these statuses (empty: any status), and
+    `instance_id_prefix` a case-sensitive prefix of the instance id (empty: any id)."""
+
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    runtime_status: tuple[str, ...] = ()
+    instance_id_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class InstancePage:
+    instances: list[dict[str, Any]]
+    continuation: str | None  # None on the last page
 
 
 def utcnow() -> datetime:
@@ -147,22 +186,41 @@ class Engine:
                     "SELECT event FROM history WHERE instance_id=? ORDER BY idx", (instance_id,))]
                 if show_history else None
             )  # fmt: skip
-        body: dict[str, Any] = {
-            "name": row["name"],
-            "instanceId": instance_id,
-            "runtimeStatus": row["status"],
-            "customStatus": json.loads(row["custom_status"]) if row["custom_status"] else None,
-            "output": json.loads(row["output"]) if row["output"] else None,
-            "createdTime": row["created"][:19] + "Z",
-            "lastUpdatedTime": row["updated"][:19] + "Z",
-        }
-        if show_input:
-            body["input"] = _loads_or_text(row["input"])
+        body = status_json(row, show_input)
         if events is not None:
             body["historyEvents"] = [
                 {**e, "EventType": EVENT_NAMES.get(e["EventType"], e["EventType"])} for e in events
             ]
         return body
+
+    def list_instances(
+        self,
+        query: InstanceQuery | None = None,
+        *,
+        show_input: bool = True,
+        top: int = DEFAULT_PAGE_SIZE,
+        continuation: str | None = None,
+    ) -> InstancePage:
+        """One page of the instances that match `query` (the "get all instances status" API).
+
+        Pages are in (created time, instance id) order, a keyset: the continuation token names the
+        last instance of the page, and the next page starts after it, so instances created while a
+        client pages (they sort last) neither shift nor repeat the pages. Azure's providers promise
+        no order at all: callers that need one sort themselves. Raises BadQuery for a bad `top`,
+        status or token."""
+        query = query or InstanceQuery()
+        if not 1 <= top <= MAX_PAGE_SIZE:
+            raise BadQuery("top", f"top must be a whole number from 1 to {MAX_PAGE_SIZE}, not {top}")
+        unknown = [s for s in query.runtime_status if s not in RUNTIME_STATUSES]
+        if unknown:
+            raise BadQuery("runtimeStatus", f"unknown runtime status {unknown[0][:40]!r}")
+        after = decode_continuation(continuation) if continuation else None
+        sql, params = list_sql(query, after, top + 1, show_input)  # one more: is there a next page?
+        with self.store.read() as db:
+            rows = db.execute(sql, params).fetchall()
+        last = rows[top - 1] if len(rows) > top else None
+        token = encode_continuation(last["created"], last["id"]) if last is not None else None
+        return InstancePage([status_json(row, show_input) for row in rows[:top]], token)
 
     def raise_event(self, instance_id: str, name: str, data_json: str | None) -> None:
         now = self.clock()
@@ -438,6 +496,112 @@ def _work(db: Any, instance_id: str, execution: int, seq: int, name: str, payloa
         "INSERT INTO work (instance_id, execution, seq, name, input, retry) VALUES (?, ?, ?, ?, ?, ?)",
         (instance_id, execution, seq, name, payload, dumps(retry) if retry else None),
     )
+
+
+def status_json(row: Any, show_input: bool) -> dict[str, Any]:
+    """An `instances` row as the management API's status JSON (without history)."""
+    body: dict[str, Any] = {
+        "name": row["name"],
+        "instanceId": row["id"],
+        "runtimeStatus": row["status"],
+        "customStatus": json.loads(row["custom_status"]) if row["custom_status"] else None,
+        "output": json.loads(row["output"]) if row["output"] else None,
+        "createdTime": row["created"][:19] + "Z",
+        "lastUpdatedTime": row["updated"][:19] + "Z",
+    }
+    if show_input:
+        body["input"] = _loads_or_text(row["input"])
+    return body
+
+
+_LIST_COLUMNS = "id, name, status, custom_status, output, created, updated"
+
+
+def list_sql(
+    query: InstanceQuery, after: tuple[str, str] | None, limit: int, show_input: bool
+) -> tuple[str, list[Any]]:
+    """The SELECT for one page: filtered, ordered and limited in SQLite, walking the
+    `instances_created` index on (created, id) from the keyset position `after`."""
+    where: list[str] = []
+    params: list[Any] = []
+    lower = None if query.created_from is None else _created_key(query.created_from, "createdTimeFrom")
+    if after is not None and lower is not None and after[0] < lower:
+        after = None  # created >= lower already implies (created, id) > after
+    if after is not None:
+        # (created, id) > after implies created >= lower. One lower bound only, so that SQLite seeks
+        # the index to the page's start rather than to createdTimeFrom for every page.
+        where.append("(created, id) > (?, ?)")
+        params.extend(after)
+    elif lower is not None:
+        where.append("created >= ?")
+        params.append(lower)
+    if query.created_to is not None:
+        where.append("created <= ?")
+        params.append(_created_key(query.created_to, "createdTimeTo"))
+    if query.runtime_status:
+        where.append(f"status IN ({', '.join('?' * len(query.runtime_status))})")
+        params.extend(query.runtime_status)
+    if query.instance_id_prefix:
+        # Not LIKE / GLOB: LIKE ignores ASCII case and both treat some characters as wildcards.
+        where.append("substr(id, 1, ?) = ?")
+        params.extend((len(query.instance_id_prefix), query.instance_id_prefix))
+    columns = _LIST_COLUMNS + (", input" if show_input else "")
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    return f"SELECT {columns} FROM instances{condition} ORDER BY created, id LIMIT ?", [*params, limit]
+
+
+def _created_key(ts: datetime, field: str) -> str:
+    """A bound in the stored `created` format (iso(), zero-padded), so text order is time order."""
+    try:
+        utc = (ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts).astimezone(UTC)
+    except OverflowError:
+        raise BadQuery(field, f"{field} is out of range once converted to UTC") from None
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+# The continuation token: base64url (unpadded) of {"v": 1, "c": <created>, "i": <instance id>}, the
+# (created, id) key of the last instance of the page. Opaque to clients, and checked strictly: any
+# other text is answered 400, never a 500 or a silently restarted listing.
+_TOKEN_VERSION = 1
+_TOKEN_TEXT = re.compile(r"[A-Za-z0-9_-]{1,8000}")
+_CREATED_TEXT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def encode_continuation(created: str, instance_id: str) -> str:
+    raw = dumps({"v": _TOKEN_VERSION, "c": created, "i": instance_id}).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_continuation(token: str) -> tuple[str, str]:
+    """The (created, instance id) key a continuation token names; BadQuery if it is not a token
+    this host issues."""
+    bad = BadQuery(
+        CONTINUATION_HEADER,
+        "not a continuation token from this API; send back the x-ms-continuation-token header of"
+        " the previous page unchanged, or none for the first page",
+    )
+    if not _TOKEN_TEXT.fullmatch(token):
+        raise bad
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8"))
+    except (ValueError, RecursionError):  # binascii.Error, UnicodeDecodeError, JSONDecodeError
+        raise bad from None
+    if not (
+        isinstance(data, dict)
+        and data.keys() == {"v", "c", "i"}
+        and type(data["v"]) is int
+        and data["v"] == _TOKEN_VERSION
+        and isinstance(data["c"], str)
+        and _CREATED_TEXT.fullmatch(data["c"])
+        and isinstance(data["i"], str)
+    ):
+        raise bad
+    try:
+        datetime.strptime(data["c"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        data["i"].encode("utf-8")  # JSON may spell lone surrogates, which SQLite cannot bind
+    except ValueError:  # UnicodeEncodeError is one
+        raise bad from None
+    return data["c"], data["i"]
 
 
 def _loads_or_text(value: str | None) -> Any:

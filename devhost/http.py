@@ -1,8 +1,9 @@
 """HTTP surface of the dev host (aiohttp, 127.0.0.1):
 
 - the durable management API the Functions host serves, at the public webhook paths users curl
-  (`/runtime/webhooks/durabletask/instances/{id}`, `…/raiseEvent/{event}`, `…/terminate`, purge)
-  and at the RPC base the SDK's DurableOrchestrationClient calls (`/durabletask/…`);
+  (`/runtime/webhooks/durabletask/instances/{id}`, `…/raiseEvent/{event}`, `…/terminate`, purge,
+  and the list of instances `…/instances`) and at the RPC base the SDK's
+  DurableOrchestrationClient calls (`/durabletask/…`);
 - the app's HTTP triggers at `/api/<route>`, invoked through their real user functions with an
   `azure.functions.HttpRequest` and the durable client binding JSON;
 - the Event Grid webhook (`/runtime/webhooks/eventgrid?functionName=<name>`) that delivers events
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +26,18 @@ import azure.functions as func
 from aiohttp import web
 
 from devhost import eventgrid
-from devhost.engine import Conflict, Engine, Gone, NotFound
+from devhost.engine import (
+    CONTINUATION_HEADER,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    RUNTIME_STATUSES,
+    BadQuery,
+    Conflict,
+    Engine,
+    Gone,
+    InstanceQuery,
+    NotFound,
+)
 from devhost.functions import FunctionIndex
 
 log = logging.getLogger("devhost.http")
@@ -76,6 +90,68 @@ STATUS_CODES = {"Completed": 200, "Pending": 202, "Running": 202, "Failed": 400,
 def _flag(request: web.Request, name: str, default: bool) -> bool:
     value = request.query.get(name)
     return default if value is None else value.lower() == "true"
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+def _single(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once; None if absent or empty (as the extension reads them)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise BadQuery(name, f"{name} is given {len(values)} times; give it once")
+    return values[0] if values and values[0].strip() else None
+
+
+# aiohttp decodes an unescaped `+` in a query string as a space: `…T10:00:00+02:00` arrives as
+# `…T10:00:00 02:00`. Put the sign of the UTC offset back.
+_OFFSET_AS_SPACE = re.compile(r"(T[0-9:.,]+) ([0-9]{2}(?::?[0-9]{2})?)$")
+
+
+def _created_bound(request: web.Request, name: str) -> datetime | None:
+    text = _single(request, name)
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(_OFFSET_AS_SPACE.sub(r"\1+\2", text.strip()))
+    except ValueError:
+        detail = f"{name} must be an ISO 8601 timestamp such as 2024-05-01T12:00:00Z, not {_shown(text)}"
+        raise BadQuery(name, detail) from None
+
+
+def _page_size(request: web.Request) -> int:
+    text = _single(request, "top")
+    if text is None:
+        return DEFAULT_PAGE_SIZE
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]{1,10}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
+        raise BadQuery("top", f"top must be a whole number from 1 to {MAX_PAGE_SIZE}, not {_shown(text)}")
+    return int(text)
+
+
+_STATUS_NAMES = {name.lower(): name for name in RUNTIME_STATUSES}
+
+
+def _runtime_statuses(request: web.Request) -> tuple[str, ...]:
+    """`runtimeStatus=Running,completed`: any of these (case-insensitive); empty items are ignored."""
+    names = [n.strip() for v in request.query.getall("runtimeStatus", []) for n in v.split(",")]
+    statuses: dict[str, None] = {}
+    for name in filter(None, names):
+        known = _STATUS_NAMES.get(name.lower())
+        if known is None:
+            detail = f"unknown runtime status {_shown(name)}; use any of {', '.join(RUNTIME_STATUSES)}"
+            raise BadQuery("runtimeStatus", detail)
+        statuses[known] = None
+    return tuple(statuses)
+
+
+def _continuation(request: web.Request) -> str | None:
+    values = request.headers.getall(CONTINUATION_HEADER, [])
+    if len(values) > 1:
+        raise BadQuery(CONTINUATION_HEADER, f"the {CONTINUATION_HEADER} header is given more than once")
+    token = values[0].strip() if values else ""
+    return token or None  # an empty header: the first page
 
 
 class BadBody(ValueError):
@@ -187,6 +263,29 @@ def build_app(
         except NotFound:
             return web.json_response("", status=404)
         return web.json_response(body, status=STATUS_CODES.get(body["runtimeStatus"], 202))
+
+    async def list_instances(request: web.Request) -> web.Response:
+        """Get all instances status: the filters, `showInput` (default true, as in the extension),
+        `top` (default 100) and the `x-ms-continuation-token` header of the previous page; the
+        next page's token comes back in that response header (none on the last page). Other query
+        parameters (`taskHub`, `connection`, `code`, …) are ignored."""
+        try:
+            query = InstanceQuery(
+                created_from=_created_bound(request, "createdTimeFrom"),
+                created_to=_created_bound(request, "createdTimeTo"),
+                runtime_status=_runtime_statuses(request),
+                instance_id_prefix=_single(request, "instanceIdPrefix") or "",
+            )
+            page = engine.list_instances(
+                query,
+                show_input=_flag(request, "showInput", True),
+                top=_page_size(request),
+                continuation=_continuation(request),
+            )
+        except BadQuery as exc:
+            return _error(400, "invalid instance query", exc.field, str(exc))
+        headers = {CONTINUATION_HEADER: page.continuation} if page.continuation else None
+        return web.json_response(page.instances, headers=headers)
 
     def _signal(request: web.Request, operation: Callable[[], None]) -> web.Response:
         """Run an operation on a live instance: 202, or 404 unknown / 410 already finished."""
@@ -304,6 +403,8 @@ def build_app(
     for base in (WEBHOOK, RPC):
         app.router.add_post(f"{base}/orchestrators/{{name}}", start)
         app.router.add_post(f"{base}/orchestrators/{{name}}/{{id}}", start)
+        app.router.add_get(f"{base}/instances", list_instances)
+        app.router.add_get(f"{base}/instances/", list_instances)  # the SDK's URL (RpcManagementOptions)
         app.router.add_get(f"{base}/instances/{{id}}", status)
         app.router.add_delete(f"{base}/instances/{{id}}", purge)
         app.router.add_post(f"{base}/instances/{{id}}/raiseEvent/{{event}}", raise_event)

@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS instances (
     parent_id TEXT,
     parent_seq INTEGER
 );
+-- The list-instances API walks this index: (created, id) is its page order and keyset.
+CREATE INDEX IF NOT EXISTS instances_created ON instances (created, id);
 CREATE TABLE IF NOT EXISTS history (
     instance_id TEXT NOT NULL,
     idx INTEGER NOT NULL,

@@ -68,4 +68,51 @@ if [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
   echo "setup: installing azurite@$AZURITE_VERSION into .tools/"
   npm install --silent --no-audit --no-fund --prefix .tools "azurite@$AZURITE_VERSION" >/dev/null
 fi
+
+# The dashboard's browser tests (testing/browser.py): Playwright drives the system Chromium and never
+# downloads one. Installed with apt where we may (root, or passwordless sudo); otherwise those tests
+# are skipped, and say so. Never fails the setup. Same lookup as testing/browser.py's find_chromium().
+have_chromium() {
+  if [ -n "${CHROMIUM:-}" ] && command -v "$CHROMIUM" >/dev/null 2>&1; then return 0; fi
+  local name
+  for name in chromium chromium-browser google-chrome google-chrome-stable; do
+    command -v "$name" >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+may_apt() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }
+}
+apt_install_chromium() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    -o DPkg::Lock::Timeout=120 chromium >>"$apt_log" 2>&1
+}
+case "$profile" in
+  full | dev)
+    if ! have_chromium; then
+      why="installing it needs root or passwordless sudo, and apt-get"
+      apt_log=".tools/apt-chromium.log"
+      if may_apt; then
+        echo "setup: installing chromium (browser tests)"
+        mkdir -p .tools && : >"$apt_log"
+        why="apt-get failed, see $apt_log"
+        if apt_install_chromium; then
+          why=""
+        elif grep -q "Unable to locate package" "$apt_log" &&
+             as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$apt_log" 2>&1 &&
+             apt_install_chromium; then
+          why=""
+        fi
+      fi
+      if [ -n "$why" ] || ! have_chromium; then
+        echo "setup: no Chromium (${why:-not on PATH after apt-get install}): the dashboard's browser tests" \
+          "will be skipped; to run them, install chromium or set CHROMIUM=/path/to/chrome" >&2
+      fi
+    fi
+    ;;
+esac
 echo "setup: ready ($profile)"

@@ -21,7 +21,15 @@ from orchestrators.run_input import RunInput
 from testing import app
 from testing.fakes import FakeAzure, ultrachat_lines
 
-pytest_plugins = ["testing.azurite_fixtures", "testing.azureml_fixtures"]
+pytest_plugins = ["testing.azurite_fixtures", "testing.azureml_fixtures", "testing.browser"]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Browser tests skipped for lack of Chromium (or Playwright): one line says so, never silently."""
+    # Imported here: a module imported before pytest_plugins loads it escapes assertion rewriting.
+    from testing.browser import write_skip_summary
+
+    write_skip_summary(terminalreporter)
 
 
 @pytest.fixture(scope="session")
