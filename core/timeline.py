@@ -57,6 +57,7 @@ STAGES: tuple[Stage, ...] = (
 )
 _BY_STATUS = {step.status: stage for stage in STAGES for step in stage.steps}
 _AFTER_RUN = ("report", "notify")  # stages every finished run (but a dry run) goes through
+_OUTCOMES = {s.value for s in RunStatus if s is not RunStatus.RUNNING}
 
 # Where a run that ended with this status stopped, when the stage cannot be told from durations.
 _STOPPED_AT = {
@@ -89,15 +90,25 @@ class TimelineRow:
 def timeline(
     custom: dict[str, Any] | None, summary: dict[str, Any] | None, *, dry_run: bool
 ) -> list[TimelineRow]:
-    """The rows of a run from its custom status and (once it ended) its summary."""
+    """The rows of a run from its custom status and (once it ended) its summary.
+
+    Once the run's outcome is decided the custom status carries it (`outcome`) and the last step
+    it showed before (`stopped_at`), while the report and the notification still run."""
     custom = custom or {}
     durations: dict[str, float] = dict(custom.get("durations_s") or {})
     if summary is not None:
         durations.update(summary.get("durations_s") or {})
     stages = [s for s in STAGES if _shown(s, durations, dry_run)]
-    if summary is None:
+    outcome = (summary or {}).get("status") or custom.get("outcome")
+    if outcome is None and str(custom.get("step")) in _OUTCOMES:  # set by `summary`, no outcome key
+        outcome = custom.get("step")
+    if outcome is None:
         return _live(stages, custom, durations)
-    return _ended(stages, summary, durations, dry_run)
+    finishing = None if summary is not None else _BY_STATUS.get(str(custom.get("step") or ""))
+    stopped = _BY_STATUS.get(str(custom.get("stopped_at") or ""))
+    return _ended(
+        stages, summary or {}, str(outcome), durations, dry_run, stopped=stopped, finishing=finishing
+    )
 
 
 def _shown(stage: Stage, durations: dict[str, float], dry_run: bool) -> bool:
@@ -108,6 +119,13 @@ def _shown(stage: Stage, durations: dict[str, float], dry_run: bool) -> bool:
     return not stage.optional or (stage.duration_key or "") in durations
 
 
+def _with(stages: list[Stage], extra: Stage | None) -> list[Stage]:
+    """`stages` plus `extra` (an optional stage the run is in, or stopped in), in order."""
+    if extra is None or extra in stages:
+        return stages
+    return [s for s in STAGES if s in stages or s is extra]
+
+
 def _row(stage: Stage, state: StageState, durations: dict[str, float], **extra: Any) -> TimelineRow:
     duration = durations.get(stage.duration_key) if stage.duration_key else None
     return TimelineRow(stage.key, stage.label, state, duration, **extra)
@@ -116,25 +134,17 @@ def _row(stage: Stage, state: StageState, durations: dict[str, float], **extra: 
 def _live(stages: list[Stage], custom: dict[str, Any], durations: dict[str, float]) -> list[TimelineRow]:
     """A run still going: rows before the current one done, the current one active, the rest to come."""
     current = _BY_STATUS.get(str(custom.get("step") or ""))
-    if current is not None and current not in stages:  # an optional stage now under way
-        stages = [s for s in STAGES if s in stages or s is current]
+    stages = _with(stages, current)
     index = stages.index(current) if current is not None else _first_untimed(stages, durations)
     rows = []
     for i, stage in enumerate(stages):
         if i < index:
             rows.append(_row(stage, StageState.DONE, durations))
         elif i == index:
-            detail = str(custom.get("step") or "") if current is not None else ""
-            detail = "" if current is not None and detail == current.steps[0].status else detail
-            rows.append(
-                _row(
-                    stage,
-                    StageState.ACTIVE,
-                    durations,
-                    started_at=custom.get("step_started_at"),
-                    detail=detail,
-                )
-            )
+            step = str(custom.get("step") or "") if current is not None else ""
+            detail = "" if current is None or step == current.steps[0].status else step
+            started = custom.get("step_started_at")
+            rows.append(_row(stage, StageState.ACTIVE, durations, started_at=started, detail=detail))
         else:
             rows.append(_row(stage, StageState.PENDING, durations))
     return rows
@@ -149,38 +159,65 @@ def _first_untimed(stages: list[Stage], durations: dict[str, float]) -> int:
 
 
 def _ended(
-    stages: list[Stage], summary: dict[str, Any], durations: dict[str, float], dry_run: bool
+    stages: list[Stage],
+    summary: dict[str, Any],
+    outcome: str,
+    durations: dict[str, float],
+    dry_run: bool,
+    *,
+    stopped: Stage | None,
+    finishing: Stage | None,
 ) -> list[TimelineRow]:
-    status = RunStatus(summary.get("status", RunStatus.FAILED.value))
-    if status in (RunStatus.COMPLETED, RunStatus.PLANNED):
-        return [_row(s, StageState.DONE, durations) for s in stages]
-    stop_key = _STOPPED_AT.get(status) or _last_reached(stages, durations)
-    reported = bool(summary.get("report"))
-    notified = bool((summary.get("notification") or {}).get("delivered"))
+    """A run whose outcome is decided: what it did, where it stopped, and the report and the
+    notification (done, skipped, or still under way while `finishing`)."""
+    stages = _with(stages, stopped)
+    if outcome in (RunStatus.COMPLETED, RunStatus.PLANNED):
+        stop_key = None
+    elif outcome in _STOPPED_AT:
+        stop_key = _STOPPED_AT[RunStatus(outcome)]
+    elif stopped is not None and stopped.key not in _AFTER_RUN:
+        stop_key = stopped.key
+    else:  # an older run without `stopped_at`: after the last stage that recorded a duration
+        stop_key = _after_last_timed(stages, durations, summary)
     rows = []
-    stopped = False
+    past = False
     for stage in stages:
         if stage.key in _AFTER_RUN and not dry_run:
-            done = reported if stage.key == "report" else notified
-            rows.append(_row(stage, StageState.DONE if done else StageState.SKIPPED, durations))
-        elif stopped:
+            rows.append(_row(stage, _after_run_state(stage, summary, finishing), durations))
+        elif past:
             rows.append(_row(stage, StageState.SKIPPED, durations))
         elif stage.key == stop_key:
             rows.append(_row(stage, StageState.FAILED, durations))
-            stopped = True
+            past = True
+        elif stage.duration_key is not None and stage.duration_key not in durations and stop_key is not None:
+            rows.append(_row(stage, StageState.SKIPPED, durations))  # passed over (the gate off)
         else:
             rows.append(_row(stage, StageState.DONE, durations))
     return rows
 
 
-def _last_reached(stages: list[Stage], durations: dict[str, float]) -> str:
-    """The stage a failed or canceled run stopped in: the first one (before the report) with no
-    duration, since a stage records its duration only when it ends (training at every read)."""
-    for stage in stages:
-        if stage.key in _AFTER_RUN:
-            break
-        if stage.key == "train" and "train" in durations and "register" not in durations:
-            return "train"  # timed at every read, so a failed job still shows a duration
-        if stage.duration_key is not None and stage.duration_key not in durations:
-            return stage.key
-    return stages[0].key if stages else ""
+def _after_run_state(stage: Stage, summary: dict[str, Any], finishing: Stage | None) -> StageState:
+    if finishing is not None or not summary:  # the run is writing its report or notifying
+        order = [s.key for s in STAGES]
+        if finishing is None or order.index(stage.key) > order.index(finishing.key):
+            return StageState.PENDING
+        return StageState.ACTIVE if stage is finishing else StageState.DONE
+    if stage.key == "report":
+        return StageState.DONE if summary.get("report") else StageState.SKIPPED
+    notification = summary.get("notification") or {}
+    return StageState.DONE if notification.get("delivered") else StageState.SKIPPED
+
+
+def _after_last_timed(
+    stages: list[Stage], durations: dict[str, float], summary: dict[str, Any]
+) -> str | None:
+    """The stage after the last one that recorded a duration; training when its job did not
+    complete (training records its duration at every read of the job)."""
+    before = [s for s in stages if s.key not in _AFTER_RUN]
+    timed = [i for i, s in enumerate(before) if s.duration_key in durations]
+    if not timed:
+        return before[0].key if before else None
+    last = before[timed[-1]]
+    if last.key == "train" and summary.get("job_state") != "Completed":
+        return "train"
+    return before[timed[-1] + 1].key if timed[-1] + 1 < len(before) else last.key

@@ -116,8 +116,10 @@ def runs_page(
     per_page: int,
 ) -> dict[str, Any]:
     """The runs list: instances of `orchestrator`, newest first, filtered by state, one page."""
-    rows = [run_row(i, now) for i in instances if i.get("name") == orchestrator]
-    rows.sort(key=lambda r: (r["started_at"] or "", r["id"]), reverse=True)
+    mine = [i for i in instances if i.get("name") == orchestrator]
+    never = datetime.min.replace(tzinfo=UTC)
+    mine.sort(key=lambda i: (_started(i) or never, str(i.get("instanceId") or "")), reverse=True)
+    rows = [run_row(i, now) for i in mine]
     counts = {s: 0 for s in STATES}
     for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
@@ -144,7 +146,7 @@ def run_detail(instance: dict[str, Any], now: datetime, *, workspace_id: str | N
     row = run_row(instance, now)
     custom, request = _object(instance.get("customStatus")), _request(instance)
     ended = instance.get("runtimeStatus") not in ACTIVE_RUNTIME
-    summary = _object(instance.get("output")) if ended else {}
+    summary = _summary(instance) if ended else {}
     config = _object(request.get("config"))
     progress = _object(_object(instance.get("input")).get("progress"))
     job = summary.get("job") or custom.get("job") or progress.get("job")
@@ -185,13 +187,28 @@ def run_detail(instance: dict[str, Any], now: datetime, *, workspace_id: str | N
         "retrain": {
             "dataset": _blob_path(request.get("dataset")),
             "validation": _blob_path(request.get("validation")),
-            "epochs": hyper.get("epochs"),
+            "num_train_epochs": hyper.get("num_train_epochs"),
             "learning_rate": hyper.get("learning_rate"),
         },
     }
     # Studio links keep their query (`?wsid=…`, a workspace path, no credential): scrubbed only.
     links = studio_links(workspace_id, studio_url=studio_url, summary=summary)
     return clean(detail) | {"links": {k: scrub(v) for k, v in links.items()}}
+
+
+def _summary(instance: dict[str, Any]) -> dict[str, Any]:
+    """The ended run's summary; for an orchestration that failed or was terminated (its output
+    is an error text, not a summary), one that says so."""
+    runtime, output = instance.get("runtimeStatus"), instance.get("output")
+    summary = _object(output)
+    if runtime == "Completed" and summary.get("status"):
+        return summary
+    text = output if isinstance(output, str) else json.dumps(output) if output is not None else ""
+    status = RunStatus.CANCELED if runtime == "Terminated" else RunStatus.FAILED
+    return {
+        "status": status.value,
+        "reason": f"the orchestration {str(runtime).lower()}: {text[:500]}".strip(),
+    }
 
 
 def _blob_path(value: Any) -> str | None:

@@ -138,6 +138,8 @@ class FinetuneRun:
         self.cancelable = True
         self.releasing = False  # the release (in the endpoint's turn) has begun
         self.evaluated: dict[str, list[ExampleScore]] = {}  # per-example scores, for the report
+        self.last_step: Step | None = None  # the last step shown before the outcome was decided
+        self.outcome: str | None = None  # the run's status, once `summary` decided it
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -180,6 +182,8 @@ class FinetuneRun:
         """Custom status, set at every step: what a person watching the run wants to see (`step`
         is a step, or the run's final status)."""
         p = self.progress
+        if isinstance(step, Step) and self.outcome is None:
+            self.last_step = step
         body: dict[str, Any] = {
             "step": step.status if isinstance(step, Step) else step,
             "dataset": self.request.dataset.path,
@@ -191,15 +195,21 @@ class FinetuneRun:
             "step_started_at": self.step_started_at(step),
             "studio_url": p.studio_url,
         }
+        if self.outcome is not None:  # decided: the report and the notification still run
+            body["outcome"] = self.outcome
+            body["stopped_at"] = self.last_step.status if self.last_step is not None else None
         body.update({k: v for k, v in extra.items() if v is not None})
         self.ctx.set_custom_status(body)
 
     def step_started_at(self, step: Step | str) -> str | None:
-        """When the step shown began: training at submit (across generations), any other step
-        when `begin` started it (its sub-steps, such as creating the endpoint, included)."""
+        """When the step shown began: training at submit (across generations), the wait for the
+        endpoint at the first take, any other step when `begin` started it (its sub-steps, such as
+        creating the endpoint, included)."""
         if step is Step.TRAIN:
             return self.progress.submitted_at
-        return self._step_started.isoformat() if self._step is not None else None
+        if self._step is not None or step is Step.WAIT_FOR_ENDPOINT:
+            return self._step_started.isoformat()
+        return None
 
     def begin(self, step: Step, **extra: Any) -> None:
         """`step` starts now: the custom status shows it, and `end` times it."""
@@ -228,6 +238,7 @@ class FinetuneRun:
             durations_s=dict(p.durations_s),
             **fields,
         )
+        self.outcome = status.value
         self.status(status.value, reason=reason or None)
         return result.model_dump(mode="json")
 
@@ -591,13 +602,17 @@ class FinetuneRun:
         run holds it; the custom status says whom we wait for."""
         policy, started = self.cfg.deploy_poll, self.now
         interval = policy.first_interval_s
+        refused = False
         while True:
             answer = yield from self.act(self._take_turn(endpoint))
             if answer.granted:
-                if self.now > started:
+                if refused:  # a turn granted at once is no wait
                     waited_s = (self.now - started).total_seconds()
                     self.progress.durations_s[str(Step.WAIT_FOR_ENDPOINT.duration_key)] = waited_s
                 return
+            if not refused:
+                refused = True
+                self._step, self._step_started = None, started  # the wait began with the first take
             self.status(
                 Step.WAIT_FOR_ENDPOINT,
                 endpoint=endpoint,

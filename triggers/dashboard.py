@@ -97,7 +97,7 @@ def _int_param(
     raw = req.params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6 or not low <= int(raw) <= high:
         return refuse(400, "invalid query", name, f"{name} must be a whole number from {low} to {high}")
     return int(raw)
 

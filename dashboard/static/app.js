@@ -87,7 +87,8 @@
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "—";
-    const s = Math.max(0, Math.round(seconds));
+    if (seconds < 10) return `${Math.max(0, seconds).toFixed(1)} s`;
+    const s = Math.round(seconds);
     if (s < 60) return `${s} s`;
     if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
     return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
@@ -262,7 +263,7 @@
         columns.map((c) => h("td", { class: c.numeric ? "num" : "text" }, c.numeric ? score(r[c.key]) : (r[c.key] ?? "—"))))));
     }
     draw();
-    return h("div", { class: "scroll" }, h("table", { "data-testid": testid }, h("thead", {}, h("tr", {}, heads)), tbody));
+    return h("div", { class: "scroll tall" }, h("table", { "data-testid": testid }, h("thead", {}, h("tr", {}, heads)), tbody));
   }
 
   function evaluationCard(run, report) {
@@ -323,11 +324,19 @@
 
   function shownAnswer(answer) {
     // What the API answered, without its management URLs (on Azure they carry the task hub's key).
+    // A dry run that finished in time answers 200 with the run's summary itself.
     const b = answer.body && typeof answer.body === "object" ? answer.body : {};
     const out = { status: answer.status };
-    for (const k of ["id", "runtimeStatus", "message", "error", "details"]) if (b[k] !== undefined) out[k] = b[k];
-    if (b.output && typeof b.output === "object") out.output = { status: b.output.status, reason: b.output.reason, plan: b.output.plan };
+    if (answerId(answer)) out.id = answerId(answer);
+    for (const k of ["runtimeStatus", "message", "error", "details"]) if (b[k] !== undefined) out[k] = b[k];
+    const summary = b.instance_id ? b : b.output;
+    if (summary && typeof summary === "object") out.output = { status: summary.status, reason: summary.reason, plan: summary.plan };
     return JSON.stringify(out, null, 2);
+  }
+
+  function answerId(answer) {
+    const b = answer.body && typeof answer.body === "object" ? answer.body : {};
+    return b.id || b.instance_id || null;
   }
 
   // Parts of the run page that a refresh must not redraw (what a person typed or opened).
@@ -356,11 +365,11 @@
         schedule(route, 500);
       } }, "Yes, cancel the run"), " ",
       h("button", { onclick: () => { confirmBox.hidden = true; } }, "No"));
-    const epochs = h("input", { type: "number", min: 1, max: 100, step: 1, name: "epochs", value: run.retrain.epochs ?? 1, "data-testid": "epochs" });
+    const epochs = h("input", { type: "number", min: 1, max: 100, step: 1, name: "num_train_epochs", value: run.retrain.num_train_epochs ?? 1, "data-testid": "epochs" });
     const rate = h("input", { type: "number", min: 0, step: "any", name: "learning_rate", value: run.retrain.learning_rate ?? "", "data-testid": "learning-rate" });
     async function start(dryRun) {
       const hyper = {};
-      if (epochs.value !== "") hyper.epochs = Number(epochs.value);
+      if (epochs.value !== "") hyper.num_train_epochs = Number(epochs.value);
       if (rate.value !== "") hyper.learning_rate = Number(rate.value);
       const body = { dataset: run.retrain.dataset, overrides: { hyperparameters: hyper }, dry_run: dryRun };
       if (run.retrain.validation) body.validation = run.retrain.validation;
@@ -369,8 +378,8 @@
       try {
         const answer = await call("POST", `${ROOT}/runs`, body);
         show(answer);
-        const id = answer.body && answer.body.id;
-        if (id && (answer.status === 202 || answer.status === 200)) {
+        const id = answerId(answer);
+        if (id && [200, 202, 409].includes(answer.status)) {
           answerBox.append(" ", h("a", { href: `#/runs/${encodeURIComponent(id)}`, "data-testid": "new-run-link" }, `open ${id}`));
         }
       } catch (e) { fail(e); }
@@ -411,14 +420,14 @@
       facts([["Dataset", run.dataset], ["Started", when(run.started_at)], ["Duration", duration(run.duration_s)],
         ["Current step", live ? run.step : null], ["Job", run.job.name], ["Job status", run.job.status],
         ["Started by", run.source], ["Real run id", run.real_run_id]]));
-    view.replaceChildren(
+    view.replaceChildren(...[
       h("p", {}, h("a", { href: "#/", "data-testid": "back" }, "← All runs")),
       head,
       h("div", { class: "grid2" }, timelineCard(run), h("div", {}, lossCard, validationCard(run))),
       planCard(run),
       evaluationCard(run, report),
       linksCard(run),
-      actionsCard(run));
+      actionsCard(run)].filter(Boolean));
     if (live) {
       setRefresh(`run active · refreshing every ${ACTIVE_MS / 1000} s`);
       schedule(route, ACTIVE_MS);

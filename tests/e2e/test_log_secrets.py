@@ -2,7 +2,8 @@
 with a webhook URL carrying a random `?token=` and the local endpoint's key, then a grep for both
 through everything an operator or an attacker with read access would see: the whole
 `devhost.log`, the durable store (`devhost.sqlite` and its WAL, as bytes) and every API answer
-(the 409 of a repeated POST, the status with full history, history outputs and input).
+(the 409 of a repeated POST, the status with full history, history outputs and input, and
+every answer of the runs dashboard: page, JSON API, report files).
 
 httpx logs each request it sends at INFO with the full URL (`HTTP Request: POST
 http://…/hook?token=…`); the app's log filter (core/redact.py) must turn the query into `?***`
@@ -11,6 +12,7 @@ rather than silence the line, so the test also checks that the redacted line is 
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,25 @@ ENDED = {"Completed", "Failed", "Terminated"}
 
 def _durable_store(run_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(run_dir.glob("devhost.sqlite*"))}
+
+
+def dashboard_answers(base_url: str, run_id: str) -> list[str]:
+    """Every answer of the dashboard (page, assets, JSON API, report files) about a finished run."""
+    api = f"{base_url}/api/dashboard"
+    paths = [
+        "", "/static/index.html", "/static/app.js", "/static/app.css",
+        "/api/runs", "/api/runs?state=completed", "/api/runs?state=rejected_by_evaluation",
+        f"/api/runs/{run_id}", f"/api/runs/{run_id}/loss",
+        *(f"/api/runs/{run_id}/report/{name}" for name in ("summary.json", "report.md", "loss.png")),
+    ]  # fmt: skip
+    answers = []
+    for path in paths:
+        resp = httpx.get(api + path, timeout=30)
+        assert resp.status_code == 200, (path, resp.status_code, resp.text[:300])
+        answers.append(resp.content.decode("latin-1"))
+    listed = json.loads(answers[4])["runs"]
+    assert [r["id"] for r in listed] == [run_id] and json.loads(answers[7])["report"], "a real run was read"
+    return answers
 
 
 def test_webhook_token_and_endpoint_key_never_reach_log_store_or_api(tmp_path: Path) -> None:
@@ -65,6 +86,7 @@ def test_webhook_token_and_endpoint_key_never_reach_log_store_or_api(tmp_path: P
         assert out["status"] in ("completed", "rejected_by_evaluation"), out
         for params in ({}, {"showHistory": "true", "showHistoryOutput": "true", "showInput": "true"}):
             answers.append(host.status(run_id, **params).text)
+        answers.extend(dashboard_answers(host.base_url, run_id))
 
         # Both secrets were really used: the event went to the tokened URL, the key guards the
         # endpoint the run deployed and scored.
