@@ -210,7 +210,10 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         control.wait_ready(args.port, host, 90, log)
         say(f"demo: Azurite on :{store.port}, dev host on {base_url} ({time.monotonic() - t0:.1f}s)")
-        say(f"demo: dashboard: {base_url}/api/dashboard (follow, inspect and cancel runs while it runs)")
+        say(
+            f"demo: dashboard: {base_url}/api/dashboard (follow, inspect and cancel runs while the demo "
+            "runs; `make up` keeps a dev host and its dashboard running)"
+        )
 
         os.environ.update(env)
         from core.naming import instance_id

@@ -60,7 +60,7 @@ READ = ("GET", "HEAD")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _asset(name: str) -> func.HttpResponse:
+def static_file(name: str) -> func.HttpResponse:
     if name not in ASSETS:
         return refuse(404, "no such file", "name", f"the dashboard has no file {name[:40]!r}")
     body = (STATIC / name).read_bytes()
@@ -81,14 +81,14 @@ def _asset(name: str) -> func.HttpResponse:
 def dashboard_page(req: func.HttpRequest) -> func.HttpResponse:
     if (refused := method_not_allowed(req, "/api/dashboard", READ)) is not None:
         return refused
-    return _asset("index.html")
+    return static_file("index.html")
 
 
 @bp.route(route="dashboard/static/{name}", methods=DECLARED_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 def dashboard_static(req: func.HttpRequest) -> func.HttpResponse:
     if (refused := method_not_allowed(req, "/api/dashboard/static/{name}", READ)) is not None:
         return refused
-    return _asset(req.route_params.get("name", ""))
+    return static_file(req.route_params.get("name", ""))
 
 
 def _int_param(

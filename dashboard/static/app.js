@@ -87,7 +87,8 @@
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "—";
-    if (seconds < 10) return `${Math.max(0, seconds).toFixed(1)} s`;
+    if (seconds < 0.1) return "< 0.1 s";
+    if (seconds < 10) return `${seconds.toFixed(1)} s`;
     const s = Math.round(seconds);
     if (s < 60) return `${s} s`;
     if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
@@ -177,7 +178,7 @@
 
   function facts(pairs) {
     return h("dl", { class: "facts" }, pairs.filter(([, v]) => v !== null && v !== undefined && v !== "")
-      .map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
+      .map(([k, v]) => h("div", { "data-fact": k }, h("dt", {}, k), h("dd", {}, v))));
   }
 
   function timelineCard(run) {
@@ -260,7 +261,7 @@
         });
       }
       tbody.replaceChildren(...sorted.map((r) => h("tr", { "data-testid": "example-row" },
-        columns.map((c) => h("td", { class: c.numeric ? "num" : "text" }, c.numeric ? score(r[c.key]) : (r[c.key] ?? "—"))))));
+        columns.map((c) => h("td", { class: c.numeric || c.count ? "num" : "text" }, c.numeric ? score(r[c.key]) : (r[c.key] ?? "—"))))));
     }
     draw();
     return h("div", { class: "scroll tall" }, h("table", { "data-testid": testid }, h("thead", {}, h("tr", {}, heads)), tbody));
@@ -280,7 +281,7 @@
       }
     }
     const rows = [...byIndex.values()];
-    const columns = [{ key: "index", label: "#", numeric: false }, { key: "prompt", label: "Prompt" },
+    const columns = [{ key: "index", label: "#", count: true }, { key: "prompt", label: "Prompt" },
       { key: "reference", label: "Reference" }, { key: "new_answer", label: "New answer" },
       { key: "new_score", label: "New score", numeric: true }];
     if (e.live) columns.push({ key: "live_answer", label: "Live answer" }, { key: "live_score", label: "Live score", numeric: true });
@@ -402,7 +403,12 @@
     try {
       run = await get(`${API}/runs/${encodeURIComponent(id)}`);
     } catch (error) {
-      if (mine === generation) showError(view, error);
+      if (mine !== generation) return;
+      showError(view, error);
+      if (error.status === 404 || error.status === 503) { // a run just uploaded may not exist yet
+        setRefresh("retrying every 5 s");
+        schedule(route, 5000);
+      }
       return;
     }
     const live = run.state === "running" || run.state === "pending";
