@@ -159,6 +159,8 @@ class RunRequest(Frozen):
     source: Literal["blob", "http"]
     dry_run: bool = False  # validate + preflight only; create nothing, return the plan
     real_run_id: str | None = None  # for a dry run: the id the real run would have
+    # What the caller asked for (`config` is it resolved): a retrain from the dashboard starts from it.
+    overrides: Overrides = Field(default_factory=Overrides)
 
 
 class ValidationIssue(Frozen):

@@ -187,6 +187,7 @@ def run_detail(instance: dict[str, Any], now: datetime, *, workspace_id: str | N
         "retrain": {
             "dataset": _blob_path(request.get("dataset")),
             "validation": _blob_path(request.get("validation")),
+            "overrides": _compact(_object(request.get("overrides"))),  # the run's own; the page changes two
             "num_train_epochs": hyper.get("num_train_epochs"),
             "learning_rate": hyper.get("learning_rate"),
         },
@@ -194,6 +195,16 @@ def run_detail(instance: dict[str, Any], now: datetime, *, workspace_id: str | N
     # Studio links keep their query (`?wsid=…`, a workspace path, no credential): scrubbed only.
     links = studio_links(workspace_id, studio_url=studio_url, summary=summary)
     return clean(detail) | {"links": {k: scrub(v) for k, v in links.items()}}
+
+
+def _compact(value: dict[str, Any]) -> dict[str, Any]:
+    """`value` without its unset (None or empty) fields, at every level: what a caller sent."""
+    out = {}
+    for key, item in value.items():
+        item = _compact(item) if isinstance(item, dict) else item
+        if item is not None and item != {}:
+            out[key] = item
+    return out
 
 
 def _summary(instance: dict[str, Any]) -> dict[str, Any]:

@@ -184,6 +184,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
         source="http",
         dry_run=body.dry_run,
         real_run_id=real_id if body.dry_run else None,
+        overrides=body.overrides,
     )
     try:
         outcome = await start_once(client, run_id, request)

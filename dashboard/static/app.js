@@ -369,10 +369,13 @@
     const epochs = h("input", { type: "number", min: 1, max: 100, step: 1, name: "num_train_epochs", value: run.retrain.num_train_epochs ?? 1, "data-testid": "epochs" });
     const rate = h("input", { type: "number", min: 0, step: "any", name: "learning_rate", value: run.retrain.learning_rate ?? "", "data-testid": "learning-rate" });
     async function start(dryRun) {
-      const hyper = {};
+      // The run's own overrides (endpoint, model, …) with the two values of the form.
+      const overrides = { ...(run.retrain.overrides || {}) };
+      const hyper = { ...(overrides.hyperparameters || {}) };
       if (epochs.value !== "") hyper.num_train_epochs = Number(epochs.value);
       if (rate.value !== "") hyper.learning_rate = Number(rate.value);
-      const body = { dataset: run.retrain.dataset, overrides: { hyperparameters: hyper }, dry_run: dryRun };
+      overrides.hyperparameters = hyper;
+      const body = { dataset: run.retrain.dataset, overrides, dry_run: dryRun };
       if (run.retrain.validation) body.validation = run.retrain.validation;
       answerBox.hidden = false;
       answerBox.textContent = dryRun ? "Planning (validation + preflight)…" : "Starting…";

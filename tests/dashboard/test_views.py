@@ -289,6 +289,7 @@ def test_the_page_of_a_completed_run(orchestrator_handler, activity_functions, a
     assert detail["retrain"] == {
         "dataset": "datasets/chats/support.jsonl",
         "validation": None,
+        "overrides": {},  # the run was started with none
         "num_train_epochs": config["hyperparameters"]["num_train_epochs"],  # as POST /api/runs takes it
         "learning_rate": config["hyperparameters"]["learning_rate"],
     }
@@ -479,3 +480,25 @@ def test_answers_are_cleaned_but_studio_links_keep_their_workspace(
     assert (
         detail["job"]["studio_url"] != studio and "wsid" not in detail["job"]["studio_url"]
     )  # data is cleaned
+
+
+def test_a_retrain_keeps_the_overrides_the_run_was_started_with(
+    orchestrator_handler, activity_functions, azure, make_input
+):
+    """A run started over HTTP with its own endpoint and epochs: the page's retrain starts from
+    those (only the fields the caller set), so a retrain never lands on the default endpoint."""
+    from core.models import Overrides
+
+    input_ = make_input()
+    asked = Overrides.model_validate(
+        {"endpoint": {"name": "support-phi3"}, "hyperparameters": {"num_train_epochs": 2}}, strict=True
+    )
+    input_["request"]["overrides"] = asked.model_dump(mode="json")
+    result = replay(orchestrator_handler, activity_functions, input_)
+    detail = views.run_detail(ended(result, input_), NOW, workspace_id=None)
+    assert detail["retrain"]["overrides"] == {
+        "endpoint": {"name": "support-phi3"},
+        "hyperparameters": {"num_train_epochs": 2},
+    }
+    # What the page posts back is a body POST /api/runs accepts as it is.
+    Overrides.model_validate(detail["retrain"]["overrides"], strict=True)

@@ -175,7 +175,11 @@ def test_overrides_and_validation_file_make_a_different_run(functions, hub, azur
     ids = {json.loads(r.get_body())["id"] for r in (plain, tuned, with_val)}
     assert len(ids) == 3 and {r.status_code for r in (plain, tuned, with_val)} == {202}
     tuned_id = json.loads(tuned.get_body())["id"]
-    assert hub.instances[tuned_id]["input"]["request"]["config"]["hyperparameters"]["learning_rate"] == 0.0001
+    request = hub.instances[tuned_id]["input"]["request"]
+    assert request["config"]["hyperparameters"]["learning_rate"] == 0.0001
+    assert request["overrides"]["hyperparameters"] == {
+        "learning_rate": 0.0001
+    }  # as asked (a retrain reuses it)
 
 
 @pytest.mark.parametrize(
