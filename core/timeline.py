@@ -189,7 +189,7 @@ def _ended(
         elif stage.key == stop_key:
             rows.append(_row(stage, StageState.FAILED, durations))
             past = True
-        elif stage.duration_key is not None and stage.duration_key not in durations and stop_key is not None:
+        elif stage.duration_key is not None and stage.duration_key not in durations:
             rows.append(_row(stage, StageState.SKIPPED, durations))  # passed over (the gate off)
         else:
             rows.append(_row(stage, StageState.DONE, durations))

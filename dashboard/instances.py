@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,8 @@ import httpx
 CONTINUATION = "x-ms-continuation-token"
 NULL_TOKEN = "bnVsbA=="  # base64 "null": some extension versions send it after the last page
 PAGE_SIZE = 100
-MAX_INSTANCES = 5000  # a bound on one listing (the page shows the newest; older runs: narrow the window)
+MAX_INSTANCES = 5000  # a bound on one listing; beyond it the answer says it is truncated
+MAX_PAGES = 200
 TIMEOUT_S = 15.0
 
 
@@ -42,15 +44,25 @@ def rpc_base_url(client: object) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class Listing:
+    instances: list[dict[str, Any]]
+    truncated: bool  # more instances matched than `limit` (which ones were left out is the provider's order)
+
+
 async def list_instances(
     client: object,
     *,
     created_from: datetime | None = None,
     show_input: bool = True,
-    limit: int = MAX_INSTANCES,
-) -> list[dict[str, Any]]:
-    """Every instance created at or after `created_from` (all when None), at most `limit`, in
-    the order the provider answers (callers sort)."""
+    limit: int | None = None,
+) -> Listing:
+    """Every instance created at or after `created_from` (all when None), at most `limit`
+    (`MAX_INSTANCES` when None), in
+    the order the provider answers (callers sort). A page may be empty and still carry a token
+    (Azure Table queries can), so the token alone decides whether to go on, for at most
+    `MAX_PAGES` pages."""
+    limit = MAX_INSTANCES if limit is None else limit
     params: dict[str, str] = {"top": str(PAGE_SIZE), "showInput": "true" if show_input else "false"}
     if created_from is not None:
         params["createdTimeFrom"] = created_from.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -58,19 +70,24 @@ async def list_instances(
     found: list[dict[str, Any]] = []
     headers: dict[str, str] = {}
     async with httpx.AsyncClient(timeout=TIMEOUT_S, verify=_tls()) as http:
-        while len(found) < limit:
+        for _ in range(MAX_PAGES):
             try:
                 response = await http.get(url, params=params, headers=headers)
             except httpx.HTTPError as exc:
                 raise ListingFailed(f"the task hub could not be reached ({type(exc).__name__})") from None
             if response.status_code != 200:
                 raise ListingFailed(f"the task hub answered HTTP {response.status_code} to the listing")
-            page = response.json()
+            try:
+                page = response.json()
+            except ValueError:
+                raise ListingFailed("the task hub's listing is not JSON") from None
             if not isinstance(page, list):
                 raise ListingFailed("the task hub's listing is not a JSON array")
             found.extend(i for i in page if isinstance(i, dict))
             token = response.headers.get(CONTINUATION)
-            if not token or token == NULL_TOKEN or not page:
+            if not token or token == NULL_TOKEN:
+                return Listing(found[:limit], len(found) > limit)
+            if len(found) > limit:
                 break
             headers = {CONTINUATION: token}
-    return found[:limit]
+    return Listing(found[:limit], True)

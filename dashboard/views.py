@@ -9,6 +9,7 @@ scrubbed once more (`core.redact`) before it leaves, the way durable history is.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -114,8 +115,10 @@ def runs_page(
     state: str | None,
     page: int,
     per_page: int,
+    truncated: bool = False,
 ) -> dict[str, Any]:
-    """The runs list: instances of `orchestrator`, newest first, filtered by state, one page."""
+    """The runs list: instances of `orchestrator`, newest first, filtered by state, one page.
+    `truncated`: the listing held only part of the task hub's instances (the page says so)."""
     mine = [i for i in instances if i.get("name") == orchestrator]
     never = datetime.min.replace(tzinfo=UTC)
     mine.sort(key=lambda i: (_started(i) or never, str(i.get("instanceId") or "")), reverse=True)
@@ -136,8 +139,25 @@ def runs_page(
             "total": len(rows),
             "counts": counts,
             "active": counts["pending"] + counts["running"],
+            "truncated": truncated,
         }
     )
+
+
+def job_of(instance: dict[str, Any]) -> str | None:
+    """The run's fine-tuning job, once submitted."""
+    custom, summary = _object(instance.get("customStatus")), _object(instance.get("output"))
+    progress = _object(_object(instance.get("input")).get("progress"))
+    job = summary.get("job") or custom.get("job") or progress.get("job")
+    return str(job) if job else None
+
+
+def report_of(instance: dict[str, Any]) -> str | None:
+    """The run report's folder (`container/path/`), once the ended run wrote it."""
+    if instance.get("runtimeStatus") != "Completed":
+        return None
+    report = _object(instance.get("output")).get("report")
+    return str(report) if report else None
 
 
 def run_detail(instance: dict[str, Any], now: datetime, *, workspace_id: str | None) -> dict[str, Any]:
@@ -149,7 +169,7 @@ def run_detail(instance: dict[str, Any], now: datetime, *, workspace_id: str | N
     summary = _summary(instance) if ended else {}
     config = _object(request.get("config"))
     progress = _object(_object(instance.get("input")).get("progress"))
-    job = summary.get("job") or custom.get("job") or progress.get("job")
+    job = job_of(instance)
     studio_url = custom.get("studio_url") or progress.get("studio_url")
     hyper = _object(config.get("hyperparameters"))
     detail: dict[str, Any] = {
@@ -187,7 +207,9 @@ def run_detail(instance: dict[str, Any], now: datetime, *, workspace_id: str | N
         "retrain": {
             "dataset": _blob_path(request.get("dataset")),
             "validation": _blob_path(request.get("validation")),
-            "overrides": _compact(_object(request.get("overrides"))),  # the run's own; the page changes two
+            # The run's own overrides (the page changes two); None for a run started before they
+            # were recorded: a retrain could not say which endpoint and model it asked for.
+            "overrides": _compact(_object(request["overrides"])) if "overrides" in request else None,
             "num_train_epochs": hyper.get("num_train_epochs"),
             "learning_rate": hyper.get("learning_rate"),
         },
@@ -268,4 +290,6 @@ def clean(value: Any) -> Any:
         return {k: clean(v) for k, v in value.items()}
     if isinstance(value, list):
         return [clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # a diverging run's NaN loss: JSON has no NaN
     return value

@@ -182,8 +182,8 @@ class FinetuneRun:
         """Custom status, set at every step: what a person watching the run wants to see (`step`
         is a step, or the run's final status)."""
         p = self.progress
-        if isinstance(step, Step) and self.outcome is None:
-            self.last_step = step
+        if isinstance(step, Step) and step is not Step.ROLL_BACK and self.outcome is None:
+            self.last_step = step  # a rollback undoes the step that failed; it is not where the run stopped
         body: dict[str, Any] = {
             "step": step.status if isinstance(step, Step) else step,
             "dataset": self.request.dataset.path,
@@ -205,6 +205,8 @@ class FinetuneRun:
         """When the step shown began: training at submit (across generations), the wait for the
         endpoint at the first take, any other step when `begin` started it (its sub-steps, such as
         creating the endpoint, included)."""
+        if not isinstance(step, Step) or self.outcome is not None:
+            return None  # the run's own status, or the wrap-up after it
         if step is Step.TRAIN:
             return self.progress.submitted_at
         if self._step is not None or step is Step.WAIT_FOR_ENDPOINT:
@@ -603,11 +605,13 @@ class FinetuneRun:
         policy, started = self.cfg.deploy_poll, self.now
         interval = policy.first_interval_s
         refused = False
+        if self.outcome is None:
+            self.last_step = Step.WAIT_FOR_ENDPOINT  # a take that fails stops the run here, not at register
         while True:
             answer = yield from self.act(self._take_turn(endpoint))
             if answer.granted:
                 if refused:  # a turn granted at once is no wait
-                    waited_s = (self.now - started).total_seconds()
+                    waited_s = round((self.now - started).total_seconds(), 3)
                     self.progress.durations_s[str(Step.WAIT_FOR_ENDPOINT.duration_key)] = waited_s
                 return
             if not refused:

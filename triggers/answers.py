@@ -25,7 +25,10 @@ RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")  # ft-<16 hex>, dry-<16 h
 
 def json_answer(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(
-        json.dumps(body), status_code=status, mimetype="application/json", headers=headers or {}
+        json.dumps(body, allow_nan=False),
+        status_code=status,
+        mimetype="application/json",
+        headers=headers or {},
     )
 
 

@@ -17,10 +17,12 @@ status holds, scrubbed again (`dashboard.views.clean`): no key, SAS or connectio
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -81,6 +83,9 @@ def static_file(name: str) -> func.HttpResponse:
 def dashboard_page(req: func.HttpRequest) -> func.HttpResponse:
     if (refused := method_not_allowed(req, "/api/dashboard", READ)) is not None:
         return refused
+    path = urlsplit(req.url).path
+    if path.endswith("/"):  # the page's relative links need its URL without the slash
+        return func.HttpResponse(status_code=308, headers={"Location": path.rstrip("/")})
     return static_file("index.html")
 
 
@@ -125,12 +130,18 @@ async def dashboard_runs(req: func.HttpRequest, client: df.DurableOrchestrationC
     page, per_page, days = numbers
     now = datetime.now(UTC)
     try:
-        instances = await list_instances(client, created_from=now - timedelta(days=days))
+        listing = await list_instances(client, created_from=now - timedelta(days=days))
     except ListingFailed as exc:
         log.warning("listing runs failed: %s", exc)
         return unavailable("could not list the runs", f"{exc}; try again")
     body = views.runs_page(
-        instances, orchestrator=ORCHESTRATOR, now=now, state=state, page=page, per_page=per_page
+        listing.instances,
+        orchestrator=ORCHESTRATOR,
+        now=now,
+        state=state,
+        page=page,
+        per_page=per_page,
+        truncated=listing.truncated,
     )
     return json_answer(200, body, NO_STORE)
 
@@ -194,8 +205,7 @@ async def dashboard_run_loss(
     instance = await _run_status(req, client, "/api/dashboard/api/runs/{id}/loss")
     if isinstance(instance, func.HttpResponse):
         return instance
-    detail = views.run_detail(instance, datetime.now(UTC), workspace_id=None)
-    job = detail["job"]["name"]
+    job = views.job_of(instance)
     if not job:
         return json_answer(200, {"job": None, "train": [], "validation": []}, NO_STORE)
     try:
@@ -223,7 +233,7 @@ async def dashboard_run_report(
         return instance
     if name not in REPORT_TYPES:
         return refuse(404, "no such report file", "name", f"a run report has {', '.join(REPORT_FILES)}")
-    folder = views.run_detail(instance, datetime.now(UTC), workspace_id=None).get("report")
+    folder = views.report_of(instance)
     if not folder:
         return refuse(404, "no report", "instance_id", "this run has no report (yet)")
     container, _, prefix = str(folder).partition("/")
@@ -235,9 +245,21 @@ async def dashboard_run_report(
     except (BlobStoreError, OSError) as exc:
         log.warning("reading %s failed: %s", blob.path, type(exc).__name__)
         return unavailable("could not read the report", "the datasets storage did not answer; try again")
-    if name != "loss.png":  # texts are scrubbed like every other answer
+    if name == "summary.json":  # scrubbed like every other answer, value by value (stays JSON)
+        try:
+            body = json.dumps(views.clean(json.loads(body)), ensure_ascii=False, allow_nan=False).encode(
+                "utf-8"
+            )
+        except ValueError:
+            return unavailable("could not read the report", "its summary.json is not JSON")
+    elif name == "report.md":
         body = views.clean(body.decode("utf-8", errors="replace")).encode("utf-8")
-    return func.HttpResponse(body, status_code=200, mimetype=REPORT_TYPES[name], headers=NO_STORE)
+    # The files hold dataset text: never sniffed as HTML, never run as a page.
+    headers = NO_STORE | {
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+    }
+    return func.HttpResponse(body, status_code=200, mimetype=REPORT_TYPES[name], headers=headers)
 
 
 def _read_capped(blob: BlobRef) -> bytes:

@@ -6,10 +6,11 @@
 (function () {
   const ROOT = location.pathname.replace(/\/dashboard\/?$/, ""); // "/api"
   const API = ROOT + "/dashboard/api";
-  const ACTIVE_MS = 2000; // refresh while a run is active
+  const ACTIVE_MS = 2000; // refresh while a run is active and young (offline runs take a minute)
+  const SLOW_MS = 15000; // … and once it has run for more than YOUNG_S (a real fine-tune takes hours)
+  const YOUNG_S = 600;
+  const RETRY_MS = [2000, 5000, 15000, 30000]; // after an error the server may get over
   const KEY_STORE = "dashboard.functionKey";
-  const STATES = ["pending", "running", "completed", "invalid_dataset", "preflight_failed", "planned",
-    "rejected_by_evaluation", "canceled", "failed", "terminated"];
 
   // The function key: taken from ?code= once, kept for this tab, removed from the address bar.
   const params = new URLSearchParams(location.search);
@@ -112,6 +113,33 @@
     timer = setTimeout(fn, ms);
   }
 
+  // A refresh redraws the view: not while a person types in it.
+  function refresh() {
+    const focused = document.activeElement;
+    if (focused && focused !== document.body && document.getElementById("view").contains(focused)
+        && ["INPUT", "TEXTAREA"].includes(focused.tagName)) {
+      schedule(refresh, ACTIVE_MS);
+      return;
+    }
+    route();
+  }
+
+  let failures = 0;
+  function retryAfter(error) {
+    // Wrong input or no key will not get better by itself; anything else is retried, slower each time.
+    if ([400, 401, 403].includes(error.status)) return setRefresh("not refreshing");
+    const ms = RETRY_MS[Math.min(failures, RETRY_MS.length - 1)];
+    failures += 1;
+    setRefresh(`retrying in ${ms / 1000} s`);
+    schedule(refresh, ms);
+  }
+
+  function refreshEvery(ms, what) {
+    failures = 0;
+    setRefresh(`${what} · refreshing every ${ms / 1000} s`);
+    schedule(refresh, ms);
+  }
+
   function setRefresh(text) {
     document.querySelector("[data-testid=refresh-state]").textContent = text;
   }
@@ -127,15 +155,19 @@
     try {
       data = await get(`${API}/runs?${new URLSearchParams({ page, per_page: 25, ...(state ? { state } : {}) })}`);
     } catch (error) {
-      if (mine === generation) showError(view, error);
+      if (mine === generation) {
+        showError(view, error);
+        retryAfter(error);
+      }
       return;
     }
     if (mine !== generation) return;
+    const states = Object.keys(data.counts);
 
     const filter = h("select", { "aria-label": "Filter by status", "data-testid": "filter",
       onchange: (e) => { location.hash = `#/?state=${e.target.value}`; } },
     h("option", { value: "" }, `all (${Object.values(data.counts).reduce((a, b) => a + b, 0)})`),
-    STATES.map((s) => h("option", { value: s, selected: s === state }, `${s.replaceAll("_", " ")} (${data.counts[s] || 0})`)));
+    states.map((s) => h("option", { value: s, selected: s === state }, `${s.replaceAll("_", " ")} (${data.counts[s] || 0})`)));
 
     const rows = data.runs.map((run) => h("tr", { class: "row-link", "data-testid": "run-row", "data-run": run.id,
       onclick: () => { location.hash = `#/runs/${encodeURIComponent(run.id)}`; } },
@@ -164,11 +196,13 @@
             h("th", { class: "hide-narrow" }, "Step"), h("th", { class: "hide-narrow" }, "New / live score"))),
           h("tbody", {}, rows)))
         : h("p", { class: "muted", "data-testid": "empty" }, state ? "No run with this status." : "No runs yet: upload a dataset or POST /api/runs."),
-      pager));
+      pager,
+      data.truncated ? h("p", { class: "muted", "data-testid": "truncated" },
+        "Only part of the task hub's runs could be listed; narrow the window (?days=) to see all of it.") : null));
 
     if (data.active > 0) {
-      setRefresh(`${data.active} active · refreshing every ${ACTIVE_MS / 1000} s`);
-      schedule(route, ACTIVE_MS);
+      const young = data.runs.some((r) => ["running", "pending"].includes(r.state) && (r.duration_s ?? 0) < YOUNG_S);
+      refreshEvery(young ? ACTIVE_MS : SLOW_MS, `${data.active} active`);
     } else {
       setRefresh("no active run");
     }
@@ -245,12 +279,15 @@
   function sortableTable(columns, rows, testid) {
     let sortKey = null, ascending = true;
     const tbody = h("tbody");
-    const heads = columns.map((c) => h("th", { class: "sortable", "data-key": c.key, "aria-sort": "none", onclick: () => {
+    const sortBy = (c) => {
       ascending = sortKey === c.key ? !ascending : true;
       sortKey = c.key;
       heads.forEach((th) => th.setAttribute("aria-sort", th.dataset.key === sortKey ? (ascending ? "ascending" : "descending") : "none"));
       draw();
-    } }, c.label));
+    };
+    const heads = columns.map((c) => h("th", { class: "sortable", "data-key": c.key, "aria-sort": "none", tabindex: 0,
+      title: "sort by this column", onclick: () => sortBy(c),
+      onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); sortBy(c); } } }, c.label));
     function draw() {
       const sorted = [...rows];
       if (sortKey) {
@@ -319,6 +356,7 @@
   async function openReport(run, name, box) {
     const answer = await call("GET", `${API}/runs/${encodeURIComponent(run.id)}/report/${name}`);
     if (answer.status !== 200) return showError(box, new HttpError(answer.status, answer.body));
+    box.querySelectorAll("img[src^='blob:']").forEach((img) => URL.revokeObjectURL(img.src));
     if (name === "loss.png") box.replaceChildren(h("img", { class: "loss", alt: "loss curve", src: URL.createObjectURL(answer.body) }));
     else box.replaceChildren(h("pre", { class: "report" }, typeof answer.body === "string" ? answer.body : JSON.stringify(answer.body, null, 2)));
   }
@@ -363,7 +401,7 @@
       h("button", { class: "danger", "data-testid": "cancel-yes", onclick: async () => {
         confirmBox.hidden = true;
         try { show(await call("POST", `${ROOT}/runs/${encodeURIComponent(run.id)}/cancel`, { reason: "canceled from the dashboard" })); } catch (e) { fail(e); }
-        schedule(route, 500);
+        schedule(refresh, 500);
       } }, "Yes, cancel the run"), " ",
       h("button", { onclick: () => { confirmBox.hidden = true; } }, "No"));
     const epochs = h("input", { type: "number", min: 1, max: 100, step: 1, name: "num_train_epochs", value: run.retrain.num_train_epochs ?? 1, "data-testid": "epochs" });
@@ -392,12 +430,17 @@
       h("div", { class: "toolbar" },
         h("button", { class: "danger", disabled: !run.can_cancel, "data-testid": "cancel", onclick: () => { confirmBox.hidden = false; } }, "Cancel run")),
       confirmBox,
-      run.retrain.dataset ? h("form", { class: "retrain", onsubmit: (e) => { e.preventDefault(); start(false); } },
+      run.retrain.dataset && run.retrain.overrides === null
+        ? h("p", { class: "muted", "data-testid": "no-retrain" }, "This run was started before runs recorded their overrides: start a retrain with POST /api/runs, naming its endpoint and model.")
+        : null,
+      run.retrain.dataset && run.retrain.overrides !== null ? h("form", { class: "retrain", onsubmit: (e) => { e.preventDefault(); start(false); } },
         h("label", {}, "Epochs", epochs), h("label", {}, "Learning rate", rate),
         h("button", { class: "primary", type: "submit", "data-testid": "retrain" }, "Retrain this dataset"),
         h("button", { type: "button", "data-testid": "dry-run", onclick: () => start(true) }, "Dry run")) : null,
       answerBox);
   }
+
+  const lossCache = { key: null, value: null };
 
   async function showRun(id) {
     const mine = generation;
@@ -408,18 +451,25 @@
     } catch (error) {
       if (mine !== generation) return;
       showError(view, error);
-      if (error.status === 404 || error.status === 503) { // a run just uploaded may not exist yet
+      if (error.status === 404) { // a run just uploaded may not exist yet
         setRefresh("retrying every 5 s");
-        schedule(route, 5000);
+        schedule(refresh, 5000);
+      } else {
+        retryAfter(error);
       }
       return;
     }
     const live = run.state === "running" || run.state === "pending";
+    // The loss is read again only while it can change (the job trains) or once its run ended.
+    const lossKey = `${id}/${run.step}/${live}`;
     const [loss, report] = await Promise.all([
-      run.job.name ? get(`${API}/runs/${encodeURIComponent(id)}/loss`).catch((e) => ({ error: e })) : null,
+      !run.job.name ? null
+        : lossCache.key === lossKey && run.step !== "training" ? lossCache.value
+          : get(`${API}/runs/${encodeURIComponent(id)}/loss`).catch((e) => ({ error: e })),
       run.report && run.evaluation ? get(`${API}/runs/${encodeURIComponent(id)}/report/summary.json`).catch(() => null) : null,
     ]);
     if (mine !== generation) return;
+    if (loss && !loss.error) Object.assign(lossCache, { key: lossKey, value: loss });
     const lossCard = run.job.name ? h("section", { class: "card", "data-testid": "loss" },
       h("h2", {}, "Training loss", live ? h("span", { class: "muted" }, " (live)") : null),
       loss && loss.error ? h("p", { class: "muted" }, loss.error.message) : chart(loss || {})) : null;
@@ -438,8 +488,7 @@
       linksCard(run),
       actionsCard(run)].filter(Boolean));
     if (live) {
-      setRefresh(`run active · refreshing every ${ACTIVE_MS / 1000} s`);
-      schedule(route, ACTIVE_MS);
+      refreshEvery((run.duration_s ?? 0) < YOUNG_S ? ACTIVE_MS : SLOW_MS, "run active");
     } else {
       setRefresh("run ended");
     }

@@ -350,3 +350,39 @@ def test_a_cancel_while_waiting_fails_the_wait_row(
     assert result.output["status"] == "canceled"
     by_key = states(final_rows(result))
     assert (by_key.get("wait"), by_key["deploy"]) == (FAILED, SKIPPED), by_key
+
+
+def test_a_failed_smoke_test_fails_its_row_not_the_rollbacks(
+    orchestrator_handler, activity_functions, azure: FakeAzure, make_input
+):
+    """The rollback after it shows in the custom status, but the run stopped at the smoke test."""
+    azure.smoke_status = 500
+    result = replay(orchestrator_handler, activity_functions, make_input())
+    assert result.output["status"] == "failed" and "smoke test" in result.output["reason"]
+    assert any((s or {}).get("step") == Step.ROLL_BACK.status for s in result.custom_statuses)
+    by_key = states(final_rows(result))
+    assert (by_key["deploy"], by_key["smoke_test"]) == (DONE, FAILED), by_key
+    assert by_key["evaluate"] is SKIPPED and by_key["traffic"] is SKIPPED, by_key
+
+
+def test_a_failed_release_turn_fails_the_wait_row_not_register(
+    orchestrator_handler, activity_functions, azure: FakeAzure, make_input
+):
+    azure.failures = {"take_turn": 99}
+    result = replay(orchestrator_handler, activity_functions, make_input())
+    assert result.output["status"] == "failed", result.output
+    by_key = states(final_rows(result))
+    assert (by_key["register"], by_key.get("wait"), by_key["deploy"]) == (DONE, FAILED, SKIPPED), by_key
+
+
+def test_with_the_gate_off_a_completed_run_shows_the_evaluation_skipped(
+    orchestrator_handler, activity_functions, azure: FakeAzure, make_input
+):
+    result = replay(
+        orchestrator_handler, activity_functions, make_input(evaluation=EvaluationPolicy(sample_size=0))
+    )
+    assert result.output["status"] == "completed" and result.output["evaluation"] is None
+    by_key = states(final_rows(result))
+    assert by_key["evaluate"] is SKIPPED and by_key["traffic"] is DONE and by_key["connection"] is DONE, (
+        by_key
+    )

@@ -502,3 +502,15 @@ def test_a_retrain_keeps_the_overrides_the_run_was_started_with(
     }
     # What the page posts back is a body POST /api/runs accepts as it is.
     Overrides.model_validate(detail["retrain"]["overrides"], strict=True)
+
+
+def test_a_run_started_before_overrides_were_recorded_offers_no_retrain(
+    orchestrator_handler, activity_functions, azure, make_input
+):
+    """Its request has no `overrides`: which endpoint and model it asked for is unknown, so the
+    page must not offer a retrain that would land on the defaults."""
+    input_ = make_input()
+    input_["request"].pop("overrides", None)
+    result = replay(orchestrator_handler, activity_functions, input_)
+    detail = views.run_detail(ended(result, input_), NOW, workspace_id=None)
+    assert detail["retrain"]["overrides"] is None and detail["retrain"]["dataset"]

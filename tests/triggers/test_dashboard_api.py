@@ -71,6 +71,7 @@ class TaskHub:
         self.page_size = 4
         self.listing_status = 200
         self.listing_body: Any = None  # answered instead of the page when set
+        self.empty_first_page = False  # the first page: no rows, a token
         self.listings: list[tuple[dict[str, list[str]], str | None]] = []  # (query, token) per request
         self.status_urls: list[str] = []
         self.status_fails = False
@@ -88,6 +89,9 @@ class TaskHub:
                     self.answer(
                         hub.listing_status, {"error": f"storage said no to {hub.rpc}instances/"}, None
                     )
+                    return
+                if hub.empty_first_page and not token:
+                    self.answer(200, [], "after-0")
                     return
                 start = int(token.removeprefix("after-")) if token else 0
                 chunk = hub.instances[start : start + hub.page_size]
@@ -503,3 +507,69 @@ def test_storage_that_fails_is_503_without_its_error(functions, hub, reported):
     )
     assert_error(resp, 503, "(service)")
     assert SECRET_KEY not in resp.get_body().decode() and "download" not in resp.get_body().decode()
+
+
+def test_summary_json_is_scrubbed_value_by_value_and_stays_json(functions, hub, reported):
+    """A prompt quoting a URL with a query (JSON-escaped quotes around it) and a SAS: the answer
+    is still JSON, the SAS is gone, the prompt's words are kept; and the report's answers are
+    never sniffed or run as a page."""
+    _, _, folder = REPORT.partition("/")
+    prompt = 'open "https://example.com/a?q=1" please'
+    sas = "https://acct.blob.core.windows.net/datasets/x.jsonl?sv=2022-11-02&sig=SASsig0123"
+    data = {"status": "completed", "evaluation_examples": {"new": [{"prompt": prompt, "data": sas}]}}
+    reported.put_blob("datasets", folder + "summary.json", json.dumps(data).encode())
+    resp = call(
+        functions, "dashboard_run_report", client=hub.client(), instance_id=RUN_ID, name="summary.json"
+    )
+    body = body_of(resp)
+    (example,) = body["evaluation_examples"]["new"]
+    assert example["prompt"].startswith('open "https://example.com/a?') and example["prompt"].endswith(
+        '" please'
+    )
+    assert "SASsig0123" not in resp.get_body().decode()
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Content-Security-Policy"].startswith("sandbox")
+
+
+def test_a_nan_loss_is_null_not_invalid_json(functions, hub, azure: FakeAzure):
+    from core.models import LossHistory, MetricPoint
+
+    azure.submit_finetune(finetune_spec(JOB))
+    hub.instances = [instance(runtime="Running", custom={"step": "training", "job": JOB})]
+    diverged = LossHistory(train=[MetricPoint(step=1, value=2.5), MetricPoint(step=2, value=float("nan"))])
+    azure.loss_history = lambda job: diverged  # type: ignore[method-assign]
+    resp = call(functions, "dashboard_run_loss", client=hub.client(), instance_id=RUN_ID)
+    assert json.loads(resp.get_body(), parse_constant=lambda c: pytest.fail(f"{c} in the answer"))[
+        "train"
+    ] == [
+        {"step": 1, "value": 2.5},
+        {"step": 2, "value": None},
+    ]
+
+
+def test_the_page_with_a_trailing_slash_redirects_to_its_url(functions):
+    user = functions["dashboard_page"].get_user_function()
+    req = func.HttpRequest(method="GET", url="http://localhost:7071/api/dashboard/?x=1", headers={}, body=b"")
+    resp = user(req=req)
+    assert resp.status_code == 308 and resp.headers["Location"] == "/api/dashboard"
+
+
+def test_a_listing_cut_at_its_limit_says_so(functions, hub, monkeypatch):
+    from dashboard import instances as listing
+
+    monkeypatch.setattr(listing, "MAX_INSTANCES", 6)
+    hub.instances = [
+        instance(run_id=f"ft-{i:016x}", created=f"2026-12-0{1 + i % 5}T08:00:00Z") for i in range(10)
+    ]
+    body = body_of(call(functions, "dashboard_runs", client=hub.client()))
+    assert body["truncated"] is True and body["total"] == 6
+    monkeypatch.setattr(listing, "MAX_INSTANCES", 100)
+    assert body_of(call(functions, "dashboard_runs", client=hub.client()))["truncated"] is False
+
+
+def test_an_empty_page_with_a_token_does_not_end_the_listing(functions, hub):
+    """Azure Table queries may answer a page with no rows and a continuation token."""
+    hub.instances = [instance(run_id=f"ft-{i:016x}") for i in range(6)]
+    hub.empty_first_page = True
+    body = body_of(call(functions, "dashboard_runs", client=hub.client()))
+    assert body["total"] == 6
