@@ -21,6 +21,7 @@ class StageState(StrEnum):
     DONE = "done"
     ACTIVE = "active"
     FAILED = "failed"
+    CANCELED = "canceled"  # the run was canceled during it
     SKIPPED = "skipped"  # the run ended before it
     PENDING = "pending"  # still to come
 
@@ -187,7 +188,8 @@ def _ended(
         elif past:
             rows.append(_row(stage, StageState.SKIPPED, durations))
         elif stage.key == stop_key:
-            rows.append(_row(stage, StageState.FAILED, durations))
+            stopped_by = StageState.CANCELED if outcome == RunStatus.CANCELED else StageState.FAILED
+            rows.append(_row(stage, stopped_by, durations))
             past = True
         elif stage.duration_key is not None and stage.duration_key not in durations:
             rows.append(_row(stage, StageState.SKIPPED, durations))  # passed over (the gate off)

@@ -201,19 +201,31 @@ async def dashboard_run(req: func.HttpRequest, client: df.DurableOrchestrationCl
 async def dashboard_run_loss(
     req: func.HttpRequest, client: df.DurableOrchestrationClient
 ) -> func.HttpResponse:
-    """The job's `train` and `validation` loss per step (empty before the job logs anything)."""
+    """The job's `train` and `validation` loss per step (empty before the job logs anything), and
+    its state and latest metrics as the training backend reports them now (`state` None if it
+    could not be read)."""
     instance = await _run_status(req, client, "/api/dashboard/api/runs/{id}/loss")
     if isinstance(instance, func.HttpResponse):
         return instance
     job = views.job_of(instance)
     if not job:
-        return json_answer(200, {"job": None, "train": [], "validation": []}, NO_STORE)
+        return json_answer(
+            200, {"job": None, "state": None, "metrics": {}, "train": [], "validation": []}, NO_STORE
+        )
+    training = current().training
     try:
-        history = await asyncio.to_thread(current().training.loss_history, job)
+        history = await asyncio.to_thread(training.loss_history, job)
     except Exception as exc:
         log.warning("loss history of %s unavailable: %s", job, scrub(str(exc)))
         return unavailable("loss history unavailable", "the training backend did not answer; try again")
-    body = {"job": job, **history.model_dump(mode="json")}
+    # The job as it is now: with job events on, the run reads it only when it ends.
+    try:
+        info = await asyncio.to_thread(training.get_job, job)
+        state, metrics = info.raw_status, info.metrics
+    except Exception as exc:
+        log.warning("job %s could not be read: %s", job, scrub(str(exc)))
+        state, metrics = None, {}
+    body = {"job": job, "state": state, "metrics": metrics, **history.model_dump(mode="json")}
     return json_answer(200, views.clean(body), NO_STORE)
 
 

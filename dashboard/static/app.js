@@ -9,6 +9,7 @@
   const ACTIVE_MS = 2000; // refresh while a run is active and young (offline runs take a minute)
   const SLOW_MS = 15000; // … and once it has run for more than YOUNG_S (a real fine-tune takes hours)
   const YOUNG_S = 600;
+  const IDLE_MS = 10000; // the list, while no run is active
   const RETRY_MS = [2000, 5000, 15000, 30000]; // after an error the server may get over
   const KEY_STORE = "dashboard.functionKey";
 
@@ -204,7 +205,7 @@
       const young = data.runs.some((r) => ["running", "pending"].includes(r.state) && (r.duration_s ?? 0) < YOUNG_S);
       refreshEvery(young ? ACTIVE_MS : SLOW_MS, `${data.active} active`);
     } else {
-      setRefresh("no active run");
+      refreshEvery(IDLE_MS, "no active run"); // a run may start any time (an upload)
     }
   }
 
@@ -442,6 +443,17 @@
 
   const lossCache = { key: null, value: null };
 
+  // The job now (the loss answer reads it) with its progress, else what the run last read.
+  function jobStatus(run, loss) {
+    const now = loss && !loss.error ? loss : null;
+    const state = (now && now.state) || run.job.status || "—";
+    const m = (now && now.metrics) || {};
+    const parts = [state];
+    if (state === "Running" && m.step !== undefined && m.total_steps) parts.push(`step ${m.step}/${m.total_steps}`);
+    if (state === "Running" && typeof m.train_loss === "number") parts.push(`loss ${m.train_loss.toFixed(3)}`);
+    return parts.join(" · ");
+  }
+
   async function showRun(id) {
     const mine = generation;
     const view = document.getElementById("view");
@@ -471,13 +483,14 @@
     if (mine !== generation) return;
     if (loss && !loss.error) Object.assign(lossCache, { key: lossKey, value: loss });
     const lossCard = run.job.name ? h("section", { class: "card", "data-testid": "loss" },
-      h("h2", {}, "Training loss", live ? h("span", { class: "muted" }, " (live)") : null),
+      h("h2", {}, "Training loss", run.step === "training" ? h("span", { class: "muted" }, " (live)") : null),
       loss && loss.error ? h("p", { class: "muted" }, loss.error.message) : chart(loss || {})) : null;
     const head = h("section", { class: "card" },
       h("div", { class: "toolbar" }, badge(run.state), h("h2", { "data-testid": "run-id" }, run.id), run.dry_run ? h("span", { class: "muted" }, "dry run") : null),
       run.reason ? h("p", { "data-testid": "reason" }, run.reason) : null,
       facts([["Dataset", run.dataset], ["Started", when(run.started_at)], ["Duration", duration(run.duration_s)],
-        ["Current step", live ? run.step : null], ["Job", run.job.name], ["Job status", run.job.status],
+        ["Current step", live ? run.step : null], ["Job", run.job.name],
+        ["Job status", h("span", { "data-testid": "job-status" }, jobStatus(run, loss))],
         ["Started by", run.source], ["Real run id", run.real_run_id]]));
     view.replaceChildren(...[
       h("p", {}, h("a", { href: "#/", "data-testid": "back" }, "← All runs")),

@@ -71,6 +71,10 @@ def test_list_shows_the_run_and_its_page_follows_it_to_completed(
     for key in ("validate", "preflight", "submit"):
         expect(stage(page, key)).to_have_attribute("data-state", "done")
     expect(stage(page, "register")).to_have_attribute("data-state", "pending")
+    # The job as the backend reports it now, not the run's first read ("Queued": with job events
+    # the run reads the job again only when it ends).
+    # (The local job shows Queued for its first seconds, while it loads torch and builds the model.)
+    expect(page.get_by_test_id("job-status")).to_contain_text(re.compile(r"Running|Completed"), timeout=RUN_S)
 
     # The page refreshes itself until the run ends: every step done, the loss curve drawn.
     expect(page.get_by_test_id("state").first).to_have_text("completed", timeout=RUN_S)

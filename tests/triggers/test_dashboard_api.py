@@ -418,7 +418,15 @@ def test_the_loss_of_the_runs_job(functions, hub, azure: FakeAzure):
     assert resp.status_code == 200
     body = body_of(resp)
     expected = azure.loss_history(JOB)
-    assert body == {"job": JOB, **expected.model_dump(mode="json")}
+    # The job's state now, from one read by the route (with job events the run's own status
+    # holds only its first read): the fake job's first state.
+    assert azure.count("get_job") == 1
+    assert body == {
+        "job": JOB,
+        "state": azure.job_states[0],
+        "metrics": {},
+        **expected.model_dump(mode="json"),
+    }
     assert len(body["train"]) == len(expected.train) > 0 and body["validation"]
     assert azure.count("loss_history") == 2  # the route's call and ours
 
@@ -426,7 +434,7 @@ def test_the_loss_of_the_runs_job(functions, hub, azure: FakeAzure):
 def test_no_job_no_loss_and_no_backend_call(functions, hub, azure: FakeAzure):
     hub.instances = [instance(runtime="Running", custom={"step": "validating"})]
     resp = call(functions, "dashboard_run_loss", client=hub.client(), instance_id=RUN_ID)
-    assert body_of(resp) == {"job": None, "train": [], "validation": []}
+    assert body_of(resp) == {"job": None, "state": None, "metrics": {}, "train": [], "validation": []}
     assert azure.count("loss_history") == 0
 
 
@@ -573,3 +581,13 @@ def test_an_empty_page_with_a_token_does_not_end_the_listing(functions, hub):
     hub.empty_first_page = True
     body = body_of(call(functions, "dashboard_runs", client=hub.client()))
     assert body["total"] == 6
+
+
+def test_a_job_that_cannot_be_read_still_gives_its_loss(functions, hub, azure: FakeAzure):
+    azure.submit_finetune(finetune_spec(JOB))
+    azure.failures["get_job"] = 1  # its error echoes a bearer token
+    hub.instances = [instance(runtime="Running", custom={"step": "training", "job": JOB})]
+    resp = call(functions, "dashboard_run_loss", client=hub.client(), instance_id=RUN_ID)
+    body = body_of(resp)
+    assert resp.status_code == 200 and body["state"] is None and body["train"]
+    assert SECRET_KEY not in resp.get_body().decode()
