@@ -341,7 +341,7 @@
     }
     if (run.model) items.push(h("li", {}, "Model ", h("code", {}, `${run.model.name}:${run.model.version}`)));
     if (run.endpoint) items.push(h("li", {}, "Endpoint ", h("code", {}, run.endpoint), run.deployment ? [" · deployment ", h("code", {}, run.deployment),
-      ["completed", "running", "pending"].includes(run.state) ? "" : " (deleted: the run did not promote it)"] : null));
+      run.state === "rejected_by_evaluation" ? " (deleted: the gate kept the live one)" : ""] : null));
     if (run.connection) items.push(h("li", {}, "Prompt flow connection ", h("code", {}, run.connection)));
     if (run.expires_at) items.push(h("li", {}, `Endpoint expires ${when(run.expires_at)} (cost guard)`));
     const reportBox = kept(run.id, "report", () => h("div", { "data-testid": "report-view" }));
