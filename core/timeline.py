@@ -60,7 +60,8 @@ _BY_STATUS = {step.status: stage for stage in STAGES for step in stage.steps}
 _AFTER_RUN = ("report", "notify")  # stages every finished run (but a dry run) goes through
 _OUTCOMES = {s.value for s in RunStatus if s is not RunStatus.RUNNING}
 
-# Where a run that ended with this status stopped, when the stage cannot be told from durations.
+# Where a run that ended with this status stopped, whatever step it showed last (runs from before
+# the custom status carried `stopped_at` have nothing else to say it).
 _STOPPED_AT = {
     RunStatus.INVALID_DATASET: "validate",
     RunStatus.PREFLIGHT_FAILED: "preflight",

@@ -9,13 +9,17 @@ itself, so Azure (whose host would answer 404 for an undeclared method) and the 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
+import azure.durable_functions as df
 import azure.functions as func
 from pydantic import ValidationError
 
 from storage.blob_urls import quote_prefix
+
+log = logging.getLogger("triggers")
 
 MAX_FIELD_CHARS = 80  # of a field path (an unknown key can be arbitrarily long)
 MAX_MESSAGE_CHARS = 400
@@ -82,3 +86,22 @@ def bad_run_id(run_id: str) -> func.HttpResponse | None:
     return refuse(
         400, "invalid run id", "instance_id", f"not a run id: {quote_prefix(run_id)} (ft-… or dry-…)"
     )
+
+
+async def read_run(
+    client: df.DurableOrchestrationClient,
+    run_id: str,
+    *,
+    show_input: bool = False,
+    orchestrator: str | None = None,
+) -> df.DurableOrchestrationStatus | func.HttpResponse:
+    """The run's durable status, or the answer: 503 when the task hub does not answer, 404 for an
+    unknown id (or an instance of another orchestrator than `orchestrator`, when given)."""
+    try:
+        status = await client.get_status(run_id, show_input=show_input)
+    except Exception:
+        log.exception("reading the status of %s failed", run_id)
+        return unavailable("could not read the run", "the durable task hub did not answer; try again")
+    if status.runtime_status is None or (orchestrator is not None and status.name != orchestrator):
+        return refuse(404, "no such run", "instance_id", f"no run with id {run_id}")
+    return status

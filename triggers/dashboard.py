@@ -41,6 +41,7 @@ from triggers.answers import (
     bad_run_id,
     json_answer,
     method_not_allowed,
+    read_run,
     refuse,
     unavailable,
 )
@@ -146,25 +147,16 @@ async def dashboard_runs(req: func.HttpRequest, client: df.DurableOrchestrationC
     return json_answer(200, body, NO_STORE)
 
 
-async def _status(client: df.DurableOrchestrationClient, run_id: str) -> dict[str, Any] | func.HttpResponse:
-    """The run's durable status as the HTTP API's JSON, or the answer for an unknown id."""
-    try:
-        status = await client.get_status(run_id, show_input=True)
-    except Exception:
-        log.exception("reading the status of %s failed", run_id)
-        return unavailable("could not read the run", "the durable task hub did not answer; try again")
-    if status.runtime_status is None or status.name != ORCHESTRATOR:
-        return refuse(404, "no such run", "instance_id", f"no run with id {run_id}")
-    return dict(status.to_json())
-
-
 async def _run_status(req: func.HttpRequest, client: df.DurableOrchestrationClient, path: str) -> Any:
     if (refused := method_not_allowed(req, path, READ)) is not None:
         return refused
     run_id = req.route_params.get("instance_id", "")
     if (refused := bad_run_id(run_id)) is not None:
         return refused
-    return await _status(client, run_id)
+    status = await read_run(client, run_id, show_input=True, orchestrator=ORCHESTRATOR)
+    if isinstance(status, func.HttpResponse):
+        return status
+    return dict(status.to_json())  # the HTTP API's JSON, as the listing gives it
 
 
 def _workspace_id() -> str | None:

@@ -41,6 +41,7 @@ from triggers.answers import (
     field_errors,
     json_answer,
     method_not_allowed,
+    read_run,
     refuse,
     unavailable,
 )
@@ -228,14 +229,10 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     body = _parse(CancelBody, req.get_body() or b"{}")
     if isinstance(body, func.HttpResponse):
         return body
-    try:
-        status = await client.get_status(run_id)
-    except Exception:
-        log.exception("reading the status of %s failed", run_id)
-        return unavailable("could not read the run", "the durable task hub did not answer; try again")
-    runtime = status.runtime_status.value if status.runtime_status is not None else None
-    if runtime is None:
-        return refuse(404, "no such run", "instance_id", f"no run with id {run_id}")
+    status = await read_run(client, run_id)
+    if isinstance(status, func.HttpResponse):
+        return status
+    runtime = status.runtime_status.value
     links = client.get_client_response_links(req, run_id)
     if runtime in TERMINAL:
         return json_answer(409, {"error": f"the run already ended ({runtime})", "id": run_id, **links})
