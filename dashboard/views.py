@@ -64,10 +64,15 @@ def _request(instance: dict[str, Any]) -> dict[str, Any]:
     return _object(_object(instance.get("input")).get("request"))
 
 
+def _progress(instance: dict[str, Any]) -> dict[str, Any]:
+    """The run's progress as its input carries it (set at each continue-as-new)."""
+    return _object(_object(instance.get("input")).get("progress"))
+
+
 def _started(instance: dict[str, Any]) -> datetime | None:
     """When the run began: its progress remembers the first generation's start (continue-as-new
     gives an instance a new created time on some providers)."""
-    progress = _object(_object(instance.get("input")).get("progress"))
+    progress = _progress(instance)
     return _parse_time(progress.get("started_at")) or _parse_time(instance.get("createdTime"))
 
 
@@ -147,7 +152,7 @@ def runs_page(
 def job_of(instance: dict[str, Any]) -> str | None:
     """The run's fine-tuning job, once submitted."""
     custom, summary = _object(instance.get("customStatus")), _object(instance.get("output"))
-    progress = _object(_object(instance.get("input")).get("progress"))
+    progress = _progress(instance)
     job = summary.get("job") or custom.get("job") or progress.get("job")
     return str(job) if job else None
 
@@ -168,7 +173,7 @@ def run_detail(instance: dict[str, Any], now: datetime, *, workspace_id: str | N
     ended = instance.get("runtimeStatus") not in ACTIVE_RUNTIME
     summary = _summary(instance) if ended else {}
     config = _object(request.get("config"))
-    progress = _object(_object(instance.get("input")).get("progress"))
+    progress = _progress(instance)
     job = job_of(instance)
     studio_url = custom.get("studio_url") or progress.get("studio_url")
     hyper = _object(config.get("hyperparameters"))
